@@ -15,6 +15,7 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 lic = licenses[cfg['license']]
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+offline_requirements = shlex.split(cfg.get('offline_requirements', ''))
 console_scripts = [s.strip() for s in cfg.get('console_scripts', '').split(',') if s.strip()]
 readme = here / 'README.md'
 
@@ -41,7 +42,7 @@ setuptools.setup(
     include_package_data=True,
     python_requires='>=' + cfg['min_python'],
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': sorted(set(dev_requirements + offline_requirements)), 'offline': offline_requirements},
     entry_points={
         'console_scripts': console_scripts,
         'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],
