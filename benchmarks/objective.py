@@ -7,15 +7,14 @@ inputs and the same precision:
   * step_hrkd: the same step with the HRKD objective (Eq. 17: prototypes, compare-aggregate, graphs, weighting)
   * objective: the objective alone (prototypes + HRKD module + Eq. 17 total, forward and backward into the hidden
                states), on hidden states of the same shapes
-and prints objective / step_hrkd and (step_hrkd - step_kd) / step_hrkd, the median of --repeats timed steps each.
+and prints objective / step_hrkd and (step_hrkd - step_kd) / step_hrkd, medians of --repeats rounds in which the three
+are timed one after another (interleaved, after one warm-up round).
 Usage: python benchmarks/objective.py [--repeats 5] [--precision bf16|fp32|both] [--out results/bench_objective.json]
 """
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -27,14 +26,7 @@ from hrkd.models import (OFFLINE_STUDENT_LAYERS, OFFLINE_TEACHER, FitProjections
                          teacher_from_pretrained, uniform_layer_map)
 from hrkd.objective import HRKD, hrkd_loss
 from hrkd.prototypes import layer_prototypes
-
-
-def median_time(fn, repeats, warmup=1):
-    for _ in range(warmup): fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter(); fn(); times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from hrkd.training import git_state, hardware
 
 
 def run(precision, repeats, domains=4, per_domain=32, length=128, seed=0):
@@ -82,9 +74,13 @@ def run(precision, repeats, domains=4, per_domain=32, length=128, seed=0):
             total = hrkd_loss(torch.ones(M + 1, domains), torch.ones(domains), objective(prototypes.float()).ratios)
         total.backward()
 
-    step_kd = median_time(lambda: step(False), repeats)
-    step_hrkd = median_time(lambda: step(True), repeats)
-    obj = median_time(objective_only, repeats)
+    # interleave the three measurements so that load from elsewhere on the machine hits them alike
+    step(False); step(True); objective_only()  # warm-up
+    times = {'kd': [], 'hrkd': [], 'objective': []}
+    for _ in range(repeats):
+        for name, fn in (('kd', lambda: step(False)), ('hrkd', lambda: step(True)), ('objective', objective_only)):
+            start = time.perf_counter(); fn(); times[name].append(time.perf_counter() - start)
+    step_kd, step_hrkd, obj = (statistics.median(times[k]) for k in ('kd', 'hrkd', 'objective'))
     return dict(precision=precision, step_kd_s=step_kd, step_hrkd_s=step_hrkd, objective_s=obj,
                 objective_fraction=obj / step_hrkd, step_overhead_fraction=(step_hrkd - step_kd) / step_hrkd,
                 samples_per_s_kd=rows / step_kd, samples_per_s_hrkd=rows / step_hrkd)
@@ -98,11 +94,9 @@ def main():
     args = parser.parse_args()
     precisions = ['bf16', 'fp32'] if args.precision == 'both' else [args.precision]
     results = [run(p, args.repeats) for p in precisions]
-    commit = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True).stdout.strip()
     record = dict(benchmark='objective', shapes=dict(domains=4, per_domain=32, length=128, teacher=OFFLINE_TEACHER,
                                                      student_layers=OFFLINE_STUDENT_LAYERS),
-                  repeats=args.repeats, git_commit=commit, torch=torch.__version__, threads=torch.get_num_threads(),
-                  machine=platform.processor() or platform.machine(), cpu_count=os.cpu_count(), results=results)
+                  repeats=args.repeats, git=git_state(), torch=torch.__version__, hardware=hardware(), results=results)
     for r in results:
         print(f"{r['precision']}: KD step {r['step_kd_s']:.3f}s, HRKD step {r['step_hrkd_s']:.3f}s, "
               f"objective {r['objective_s'] * 1e3:.1f}ms = {100 * r['objective_fraction']:.2f}% of an HRKD step "
