@@ -17,17 +17,18 @@ from tqdm.auto import tqdm
 
 from .data import PooledLoader
 from .models import MultiDomainBert
+from .training import autocast as precision_autocast
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'predict', 'accuracy_by_domain', 'evaluate', 'count_parameters', 'efficiency']
+__all__ = ['predict', 'accuracy_by_domain', 'evaluate', 'count_parameters', 'efficiency']
 
 # %% ../nbs/09_evaluate.ipynb #8479dd90
-PRECISIONS = ('fp32', 'bf16')  # valid values of `precision`
+_PRECISIONS = ('fp32', 'bf16')  # valid values of `precision` here (training also takes 'auto')
 
 def _autocast(device, precision: str):
-    "An autocast context: bfloat16 for 'bf16', a no-op for 'fp32'."
-    if precision not in PRECISIONS: raise ValueError(f"precision={precision!r}; valid: {PRECISIONS}")
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == 'bf16')
+    "`hrkd.training.autocast` for an explicit 'bf16' or 'fp32' (evaluation never guesses the precision)."
+    if precision not in _PRECISIONS: raise ValueError(f"precision={precision!r}; valid: {_PRECISIONS}")
+    return precision_autocast(precision, device)
 
 
 def predict(model: MultiDomainBert,  # teacher or student; moved to `device`
