@@ -102,11 +102,12 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 # %% ../nbs/11_cli.ipynb #19bde788
-def _tokenized(args, model_name):
+def _tokenized(args, model_name, folder):
+    "The dataset of `args` tokenized for `model_name`, cached next to `folder` (or in $HRKD_CACHE)."
     domains = args.domains.split(',') if args.domains else None
     dsd = load_data(args.dataset, args.data_dir, domains)
     tokenizer = load_tokenizer(model_name)
-    cache = Path(os.environ.get('HRKD_CACHE', Path(args.out if hasattr(args, 'out') else args.run_dir).parent / 'cache'))
+    cache = Path(os.environ.get('HRKD_CACHE', Path(folder).parent / 'cache'))
     return tokenize(dsd, tokenizer, max_length=args.max_length, cache_dir=cache), tokenizer
 
 def _layers(value, preset):
@@ -134,14 +135,14 @@ def _print(result): print(json.dumps(result, indent=1))
 
 def cmd_teacher(args):
     config = _teacher_config(args)
-    data, tokenizer = _tokenized(args, config.model)
+    data, tokenizer = _tokenized(args, config.model, args.run_dir)
     return train_teacher(config, data, args.run_dir, tokenizer=tokenizer, resume=args.resume,
                          progress=not args.no_progress, device=args.device)
 
 def cmd_distill(args):
     config = _distill_config(args, args.method, not args.single_domain)
     teacher = load_teacher(args.teacher)
-    data, tokenizer = _tokenized(args, json.loads((Path(args.teacher) / 'run.json').read_text())['config']['model'])
+    data, tokenizer = _tokenized(args, json.loads((Path(args.teacher) / 'run.json').read_text())['config']['model'], args.run_dir)
     return distill(config, teacher, data, args.run_dir, tokenizer=tokenizer, resume=args.resume,
                    progress=not args.no_progress, device=args.device)
 
@@ -154,16 +155,14 @@ def _load_any(path):
 
 def cmd_evaluate(args):
     model = _load_any(args.model)
-    first = next(iter(model.values())) if isinstance(model, dict) else model
-    args.out = args.model
-    data, _ = _tokenized(args, str(Path(args.model) / 'model') if (Path(args.model) / 'model').exists() else args.model)
+    data, _ = _tokenized(args, str(Path(args.model) / 'model') if (Path(args.model) / 'model').exists() else args.model, args.model)
     domains = domain_names(data['train'])
     precision = resolve_precision(args.precision, args.device)
     if isinstance(model, dict):
         per = {d: evaluate_splits(m, data, domains, splits=(args.split,), domain=d, device=args.device, precision=precision)[args.split][d]
                for d, m in model.items()}
         return {args.split: {**per, 'average': sum(per.values()) / len(per)}}
-    return evaluate_splits(first, data, domains, splits=(args.split,), device=args.device, precision=precision)
+    return evaluate_splits(model, data, domains, splits=(args.split,), device=args.device, precision=precision)
 
 # %% ../nbs/11_cli.ipynb #a08f451f
 def _stage(run_dir, run, resume):
@@ -206,21 +205,17 @@ def cmd_pipeline(args):
     student_configs = {m: _distill_config(args, m.split('-')[0], m != 'tinybert-single', 'student_') for m in methods}
     if 'tinybert-single' in methods and teacher_config.kind != 'single':
         print("tinybert-single distils every domain from the domain's head of the shared teacher", file=sys.stderr)
-    data, tokenizer = _tokenized(args, teacher_config.model)
+    data, tokenizer = _tokenized(args, teacher_config.model, args.out)
     started = time.perf_counter()
-    timings, results = {}, {}
-    t0 = time.perf_counter()
+    results = {}
     results['teacher'] = _stage(out / 'teacher', lambda: train_teacher(
         teacher_config, data, out / 'teacher', tokenizer=tokenizer, resume=args.resume,
         progress=not args.no_progress, device=args.device), args.resume)
-    timings['teacher'] = time.perf_counter() - t0
     if results['teacher']['status'] != 'finished': return results['teacher']
     teacher = load_teacher(out / 'teacher')
     for m, config in student_configs.items():
-        t0 = time.perf_counter()
         results[m] = _stage(out / m, lambda: distill(config, teacher, data, out / m, tokenizer=tokenizer, resume=args.resume,
                                                      progress=not args.no_progress, device=args.device), args.resume)
-        timings[m] = time.perf_counter() - t0
         if results[m]['status'] != 'finished': return results[m]
     precision = resolve_precision(args.precision, args.device)
     students = {m: load_student(out / m) for m in methods if m != 'tinybert-single'}
@@ -252,5 +247,5 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"hrkd {args.command}: error: {e}", file=sys.stderr)
         return 2
-    _print(result if args.command != 'pipeline' else {k: result[k] for k in ('models',) if k in result} or result)
+    _print({'models': result['models']} if 'models' in result else result)
     return 0 if result.get('status', 'finished') == 'finished' else 3

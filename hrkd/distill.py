@@ -15,16 +15,16 @@ from pathlib import Path
 import torch
 from datasets import DatasetDict
 
-from .data import MultiDomainLoader, PooledLoader, domain_names, manifest_digest, split_manifest
+from .data import MultiDomainLoader, PooledLoader
 from .evaluate import count_parameters
 from .losses import kd_losses
 from .models import (FIT_INITS, HEAD_ACTIVATIONS, OFFLINE_STUDENT_LAYERS, OFFLINE_TEACHER, FitProjections,
                          MultiDomainBert, student_from_layers, student_from_pretrained, uniform_layer_map)
 from .objective import ABLATIONS, GRAPH_UPDATES, HRKD, hrkd_loss, ratio_entropy
 from .prototypes import layer_prototypes
-from .teachers import SELECTIONS, evaluate_splits, rows_of_domain, select_results
-from .training import (PRECISIONS, autocast, decay_parameter_groups, keep_freed_memory, linear_warmup_schedule, make_optimizer,
-                           read_jsonl, resolve_precision, run_metadata, set_seed, train_loop, write_json_atomic)
+from .teachers import SELECTIONS, check_splits, evaluate_splits, rows_of_domain, run_selections, start_run
+from .training import (PRECISIONS, autocast, decay_parameter_groups, linear_warmup_schedule, make_optimizer,
+                           resolve_precision, set_seed, train_loop, write_json_atomic)
 
 # %% ../nbs/08_distill.ipynb #3302d27c
 METHODS = ('tinybert', 'hrkd')
@@ -190,33 +190,19 @@ def distill(config: DistillConfig,
            ) -> dict:  # results.json
     "Distil a multi-domain student (TinyBERT-KD Eq. 5 or HRKD Eq. 17) or one student per domain (Tables 2-4)."
     if not isinstance(config, DistillConfig): raise TypeError(f"config must be a DistillConfig; got {type(config).__name__}")
-    for split in ('train', 'dev', 'test'):
-        if split not in data: raise ValueError(f"data has no {split!r} split; splits: {list(data)}")
-    domains = domain_names(data['train'])
+    domains = check_splits(data)
     _check_teacher(teacher, domains, config)
     if config.method == 'hrkd' and len(domains) < 2: raise ValueError(f"HRKD needs at least 2 domains; the data has {domains}")
-    keep_freed_memory()
-    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
-    digest = manifest_digest(split_manifest(data))
-    run_json = run_dir / 'run.json'
-    if resume and run_json.exists() and json.loads(run_json.read_text()).get('data_digest') != digest:
-        raise ValueError(f"{run_dir} was trained on other data (manifest {json.loads(run_json.read_text()).get('data_digest')}, now {digest})")
-    write_json_atomic(run_json, {**run_metadata(config.to_dict(), config.seed), 'role': 'student', 'domains': domains,
-                                 'data_digest': digest, 'device': str(device),
-                                 'precision': resolve_precision(config.precision, device)})
+    run_dir = Path(run_dir)
+    digest = start_run(run_dir, data, config.to_dict(), config.seed, 'student', domains, resume, device,
+                       resolve_precision(config.precision, device))
     if config.multi_domain:
         runs = {None: _distill_one(config, teacher, data, domains, run_dir, tokenizer, resume, progress, stop_after, device)}
     else:
         runs = {d: _distill_one(config, teacher[d] if isinstance(teacher, dict) else teacher, data, domains, run_dir / d,
                                 tokenizer, resume, progress, stop_after, device, d) for d in domains}
     if any(r['status'] != 'finished' for r in runs.values()): return {'status': 'interrupted', 'run_dir': str(run_dir)}
-    if config.multi_domain:
-        selections = select_results(read_jsonl(run_dir / 'evals.jsonl'), domains)
-    else:
-        picks = {d: select_results(read_jsonl(run_dir / d / 'evals.jsonl'), [d]) for d in domains}
-        selections = {s: {split: {**{d: picks[d][s][split][d] for d in domains},
-                                  'average': sum(picks[d][s][split][d] for d in domains) / len(domains)}
-                          for split in ('dev', 'test')} for s in SELECTIONS}
+    selections = run_selections(run_dir, domains, not config.multi_domain)
     first = next(iter(runs.values()))
     results = {'status': 'finished', 'role': 'student', 'method': config.method, 'multi_domain': config.multi_domain,
                'ablation': config.ablation if config.method == 'hrkd' else None, 'selection': config.selection,

@@ -95,11 +95,9 @@ def attention_loss(
         raise ValueError(f"Eq. (3) pairs heads one to one: student_scores has {student_scores.shape[1]} heads but "
                          f"teacher_scores has {teacher_scores.shape[1]}; use a student with as many heads as the teacher")
     _check_pair(student_scores, teacher_scores, 'student_scores/teacher_scores', 4)
-    if reduction not in _REDUCTIONS: raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
     with torch.autocast(student_scores.device.type, enabled=False):
         squares = _ThresholdedSquaredError.apply(student_scores.float(), teacher_scores.float(), mask_threshold)  # [B]
-    per_example = squares / student_scores[0].numel()  # [B] mean over the H*T*T elements
-    return per_example if reduction == 'none' else per_example.mean()
+    return _reduce((squares / student_scores[0].numel())[:, None], reduction)  # mean over the H*T*T elements
 
 class _ThresholdedSquaredError(torch.autograd.Function):
     "Per-example sum of (s' - t')^2 where x' = x with entries <= threshold set to 0; one pass backward."

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import collate
-from .losses import attention_loss, embedding_loss, hidden_loss, soft_cross_entropy
+from .losses import _check_layers, attention_loss, embedding_loss, hidden_loss, soft_cross_entropy
 from .models import MultiDomainBert, MultiDomainOutput, load_encoder
 
 # %% auto #0
@@ -291,15 +291,6 @@ def transferable_knowledge_loss(
 STAGES = ('intermediate', 'prediction')  # valid values of `meta_distillation_losses(stage=...)`
 
 
-def _check_layer_map(layer_map, num_student: int, num_teacher: int) -> list:
-    "The layer map as a list, or a ValueError unless it has M+1 entries, entry 0 = 0 and entries 1..M in 1..N."
-    layer_map = list(layer_map)
-    if len(layer_map) != num_student + 1 or layer_map[0] != 0 or any(not 1 <= n <= num_teacher for n in layer_map[1:]):
-        raise ValueError(f"layer_map must have M+1 = {num_student + 1} entries, entry 0 = 0 and entries 1..M in "
-                         f"1..N = 1..{num_teacher}; got {layer_map}")
-    return layer_map
-
-
 def meta_distillation_losses(
     student_out: MultiDomainOutput,  # student forward pass (attention_scores needed for 'intermediate', logits for 'prediction')
     teacher_out: MultiDomainOutput,  # meta-teacher forward pass on the same rows (detached here)
@@ -335,7 +326,7 @@ def meta_distillation_losses(
     if len(student_hidden) != num_student + 1:
         raise ValueError(f"student_projected_hidden must hold M+1 = {num_student + 1} tensors (embeddings + one per "
                          f"layer); got {len(student_hidden)}")
-    layer_map = _check_layer_map(layer_map, num_student, len(teacher_scores))
+    layer_map = _check_layers(student_hidden, teacher_hidden, student_scores, teacher_scores, layer_map)
     batch_size = student_hidden[0].shape[0]
     if example_weights.shape != (batch_size,):
         raise ValueError(f"example_weights must have shape [B] = ({batch_size},); got {tuple(example_weights.shape)}")
