@@ -11,6 +11,7 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ SELECTIONS = ('shared', 'per_domain')
 @dataclass
 class TeacherConfig:
     "How to fine-tune a teacher (Sec. 3.3); the defaults are the paper's."
+    kinds: ClassVar[tuple] = TEACHER_KINDS  # valid `kind`s of this config class (`hrkd.metakd_train` adds 'meta')
     kind: str = 'mtl'  # 'single', 'mix' or 'mtl' (Tables 2-3)
     model: str = OFFLINE_TEACHER  # pretrained encoder: hub name or local folder
     epochs: int = 3
@@ -50,7 +52,7 @@ class TeacherConfig:
     eval_batch_size: int = 64
 
     def __post_init__(self):
-        for name, value, valid in (('kind', self.kind, TEACHER_KINDS), ('selection', self.selection, SELECTIONS),
+        for name, value, valid in (('kind', self.kind, self.kinds), ('selection', self.selection, SELECTIONS),
                                    ('precision', self.precision, PRECISIONS), ('head_activation', self.head_activation, HEAD_ACTIVATIONS)):
             if value not in valid: raise ValueError(f"unknown {name} {value!r}; valid: {valid}")
         for name in ('epochs', 'batch_size', 'eval_every', 'eval_batch_size'):
