@@ -21,11 +21,11 @@ from torch import nn
 
 from .data import PooledLoader, manifest_digest, split_manifest
 from .evaluate import count_parameters
-from .metakd import (POOLINGS, DomainBranch, cached_instance_weights, expertise_weights, meta_distillation_losses,
-                         meta_teacher_loss, shuffle_domain_labels)
+from .distill import _build_student
+from .metakd import (POOLINGS, DomainBranch, _domain_ids_of, cached_instance_weights, expertise_weights,
+                         meta_distillation_losses, meta_teacher_loss, shuffle_domain_labels)
 from .models import (FIT_INITS, HEAD_ACTIVATIONS, OFFLINE_STUDENT_LAYERS, OFFLINE_TEACHER, FitProjections,
-                         MultiDomainBert, load_encoder, student_from_layers, student_from_pretrained,
-                         teacher_from_pretrained, uniform_layer_map)
+                         MultiDomainBert, load_encoder, student_from_layers, teacher_from_pretrained, uniform_layer_map)
 from .teachers import SELECTIONS, TeacherConfig, check_splits, evaluate_splits, run_selections, start_run
 from .training import (PRECISIONS, autocast, decay_parameter_groups, linear_warmup_schedule, make_optimizer,
                            resolve_precision, set_seed, train_loop, write_json_atomic)
@@ -190,7 +190,7 @@ def train_meta_teacher(config: MetaTeacherConfig,
     out = _fit_meta_teacher(config, data, domains, weights, run_dir, tokenizer, resume, progress, stop_after, device)
     if out['status'] != 'finished': return {'status': 'interrupted', 'run_dir': str(run_dir)}
     selections = run_selections(run_dir, domains, False)
-    ids = torch.tensor(np.asarray(data['train']['domain_id']))
+    ids = _domain_ids_of(data['train'])  # [N]
     results = {'status': 'finished', 'role': 'teacher', 'kind': 'meta', 'selection': config.selection, 'domains': domains,
                'test': selections[config.selection]['test'], 'dev': selections[config.selection]['dev'],
                'selections': selections, 'parameters': out['parameters'],
@@ -300,11 +300,7 @@ def _meta_distill_one(config, teacher, data, domains, domain, run_dir, tokenizer
     train = data['train'].select(rows)
     weights = teacher.instance_weights[torch.from_numpy(rows)]  # [n] t_i of the domain's rows
     set_seed(config.seed)
-    num_labels = data['train'].features['label'].num_classes
-    kwargs = dict(head_activation=config.head_activation, head_dropout=config.head_dropout)
-    student = (student_from_layers(config.student, config.student_layers, [domain], num_labels, **kwargs)
-               if config.student_layers is not None else
-               student_from_pretrained(config.student, [domain], num_labels, **kwargs)).to(device)
+    student = _build_student(config, [domain], data['train'].features['label'].num_classes, device)
     M, N = student.num_layers, teacher.model.num_layers
     layer_map = uniform_layer_map(M, N)
     fit = FitProjections(M, student.hidden_size, teacher.model.hidden_size, init=config.fit_init).to(device)
