@@ -1,4 +1,5 @@
 """Install hrkd from the values in settings.ini (nbdev 2 layout) without pkg_resources."""
+import re
 import shlex
 from configparser import ConfigParser
 from pathlib import Path
@@ -16,6 +17,9 @@ lic = licenses[cfg['license']]
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 offline_requirements = shlex.split(cfg.get('offline_requirements', ''))
+docs_requirements = shlex.split(cfg.get('docs_requirements', ''))
+# the docs builder runs nbdev's notebook processing: the docs extra takes nbdev and its pins from dev_requirements
+nbdev_pins = [r for r in dev_requirements if re.split(r'[<>=!~;\[ ]', r)[0].lower() in ('nbdev', 'fastcore', 'execnb')]
 console_scripts = [s.strip() for s in cfg.get('console_scripts', '').split(',') if s.strip()]
 readme = here / 'README.md'
 
@@ -42,7 +46,8 @@ setuptools.setup(
     include_package_data=True,
     python_requires='>=' + cfg['min_python'],
     install_requires=requirements,
-    extras_require={'dev': sorted(set(dev_requirements + offline_requirements)), 'offline': offline_requirements},
+    extras_require={'dev': sorted(set(dev_requirements + offline_requirements + docs_requirements)),
+                    'offline': offline_requirements, 'docs': docs_requirements + nbdev_pins},
     entry_points={
         'console_scripts': console_scripts,
         'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],

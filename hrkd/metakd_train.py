@@ -26,9 +26,10 @@ from .metakd import (POOLINGS, DomainBranch, _domain_ids_of, cached_instance_wei
                          meta_distillation_losses, meta_teacher_loss, shuffle_domain_labels)
 from .models import (FIT_INITS, HEAD_ACTIVATIONS, OFFLINE_STUDENT_LAYERS, OFFLINE_TEACHER, FitProjections,
                          MultiDomainBert, load_encoder, student_from_layers, teacher_from_pretrained, uniform_layer_map)
-from .teachers import SELECTIONS, TeacherConfig, check_splits, evaluate_splits, run_selections, start_run
+from .runs import SELECTIONS, check_splits, evaluate_splits, read_run, resume_finished, run_selections, start_run
+from .teachers import TeacherConfig
 from .training import (PRECISIONS, autocast, decay_parameter_groups, linear_warmup_schedule, make_optimizer,
-                           resolve_precision, set_seed, train_loop, write_json_atomic)
+                           resolve_precision, schedule_steps, set_seed, train_loop, write_json_atomic)
 
 # %% auto #0
 __all__ = ['BRANCH_FILE', 'WEIGHTS_FILE', 'WeightedLoader', 'MetaTeacherConfig', 'save_domain_branch', 'load_domain_branch',
@@ -134,7 +135,8 @@ def meta_teacher_step(model: MultiDomainBert,  # one head
     return loss, {'instance_weight_mean': float(weights.mean())}
 
 # %% ../nbs/10b_metakd_train.ipynb #8178306f
-def _fit_meta_teacher(config, data, domains, weights, run_dir, tokenizer, resume, progress, stop_after, device):
+def _fit_meta_teacher(config, data, domains, weights, run_dir, tokenizer, resume, progress, stop_after, device,
+                      keep_checkpoint=False):
     set_seed(config.seed)
     model = teacher_from_pretrained(config.model, ['all'], data['train'].features['label'].num_classes,
                                     head_activation=config.head_activation, head_dropout=config.head_dropout).to(device)
@@ -142,7 +144,8 @@ def _fit_meta_teacher(config, data, domains, weights, run_dir, tokenizer, resume
     loader = WeightedLoader(PooledLoader(data['train'], config.batch_size, seed=config.seed, shuffle=True), weights)
     optimizer = make_optimizer(decay_parameter_groups([model, branch], config.weight_decay), lr=config.lr,
                                weight_decay=config.weight_decay)
-    scheduler = linear_warmup_schedule(optimizer, config.epochs * len(loader), config.warmup_fraction)
+    scheduler = linear_warmup_schedule(optimizer, schedule_steps(config.epochs, len(loader), config.max_steps),
+                                       config.warmup_fraction)
     precision = resolve_precision(config.precision, device)
     def step_fn(batch):
         model.train(); branch.train()
@@ -154,7 +157,7 @@ def _fit_meta_teacher(config, data, domains, weights, run_dir, tokenizer, resume
     out = train_loop(run_dir, step_fn, loader, {'model': model, 'branch': branch}, optimizer, scheduler, config.epochs,
                      evaluate_fn, config.eval_every, config.to_dict(), save_best=save_best,
                      max_grad_norm=config.max_grad_norm, resume=resume, stop_after=stop_after, progress=progress,
-                     desc='meta-teacher')
+                     desc='meta-teacher', max_steps=config.max_steps, keep_checkpoint=keep_checkpoint)
     out['parameters'] = count_parameters(model)
     return out
 
@@ -171,6 +174,7 @@ def train_meta_teacher(config: MetaTeacherConfig,
                        stop_after: int | None = None,  # stop (with a checkpoint) after this many steps
                        device='cpu',
                        cache_dir: str | Path | None = None,  # instance-weight cache; default run_dir/cache
+                       keep_checkpoint: bool = False,  # keep last.pt when the run finishes
                       ) -> dict:  # results.json: accuracies under both selections, instance weights, sizes, timings
     "Instance weights (cached), then the meta-teacher with domain corruption, dev selection and checkpoints (Meta-KD)."
     if not isinstance(config, MetaTeacherConfig):
@@ -178,6 +182,7 @@ def train_meta_teacher(config: MetaTeacherConfig,
     domains = check_splits(data)
     if len(domains) < 2: raise ValueError(f"Meta-KD relates each row to the other domains: it needs >= 2; got {domains}")
     run_dir = Path(run_dir)
+    if resume and (done := resume_finished(run_dir, config.to_dict(), data)) is not None: return done  # a finished run is never touched again
     precision = resolve_precision(config.precision, device)
     digest = start_run(run_dir, data, config.to_dict(), config.seed, 'teacher', domains, resume, device, precision)
     started = time.perf_counter()
@@ -187,7 +192,8 @@ def train_meta_teacher(config: MetaTeacherConfig,
                                       progress=progress)  # [N] Eqs. (MK1)-(MK3)
     weight_seconds = time.perf_counter() - started
     torch.save({'weights': weights, 'data_digest': digest, 'encoder': name}, run_dir / WEIGHTS_FILE)
-    out = _fit_meta_teacher(config, data, domains, weights, run_dir, tokenizer, resume, progress, stop_after, device)
+    out = _fit_meta_teacher(config, data, domains, weights, run_dir, tokenizer, resume, progress, stop_after, device,
+                            keep_checkpoint)
     if out['status'] != 'finished': return {'status': 'interrupted', 'run_dir': str(run_dir)}
     selections = run_selections(run_dir, domains, False)
     ids = _domain_ids_of(data['train'])  # [N]
@@ -196,15 +202,14 @@ def train_meta_teacher(config: MetaTeacherConfig,
                'selections': selections, 'parameters': out['parameters'],
                'parameters_with_branch': out['parameters'] + count_parameters(load_domain_branch(run_dir / 'model')),
                'instance_weights': _weight_summary(weights, ids, domains), 'instance_weight_seconds': weight_seconds,
-               'train_seconds': time.perf_counter() - started, 'data_digest': digest}
+               'train_seconds': weight_seconds + out['seconds'], 'data_digest': digest}  # out['seconds']: all sessions
     write_json_atomic(run_dir / 'results.json', results)
     return results
 
 def load_meta_teacher(run_dir: str | Path) -> MetaTeacher:
     "The selected meta-teacher of a finished `train_meta_teacher` run, in eval mode."
     run_dir = Path(run_dir)
-    if not (run_dir / 'run.json').exists(): raise FileNotFoundError(f"{run_dir} is not a teacher run (no run.json)")
-    run = json.loads((run_dir / 'run.json').read_text())
+    run = read_run(run_dir, role='teacher')
     if run['config'].get('kind') != 'meta':
         raise ValueError(f"{run_dir} holds a {run['config'].get('kind')!r} teacher, not a meta-teacher (kind 'meta')")
     if not (run_dir / 'model').exists(): raise FileNotFoundError(f"{run_dir} has no model/ yet: the run has not evaluated once")
@@ -239,6 +244,7 @@ class MetaDistillConfig:
     precision: str = 'auto'
     seed: int = 42
     eval_batch_size: int = 64
+    max_steps: int | None = None  # per stage: stop (finished) after this many optimizer steps
 
     def __post_init__(self):
         for name, valid in (('selection', SELECTIONS), ('normalization', ('paper', 'released')), ('precision', PRECISIONS),
@@ -247,6 +253,7 @@ class MetaDistillConfig:
         for name in ('epochs', 'prediction_epochs', 'batch_size', 'eval_every', 'eval_batch_size'):
             if int(getattr(self, name)) < 1: raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         if not self.lr > 0: raise ValueError(f"lr must be positive; got {self.lr}")
+        if self.max_steps is not None and int(self.max_steps) < 1: raise ValueError(f"max_steps must be >= 1; got {self.max_steps}")
         if self.student_layers is not None: self.student_layers = [int(l) for l in self.student_layers]
 
     def to_dict(self) -> dict: return {'method': self.method, 'multi_domain': False, **dataclasses.asdict(self)}
@@ -284,16 +291,17 @@ def meta_distill_step(student: MultiDomainBert,  # one head: the target domain
 
 # %% ../nbs/10b_metakd_train.ipynb #cc5f549d
 def _stage_run(run_dir, step_fn, loader, modules, config, epochs, evaluate_fn, save_best, resume, progress, stop_after,
-               desc, stage):
+               desc, stage, keep_checkpoint=False):
     optimizer = make_optimizer(decay_parameter_groups(list(modules.values()), config.weight_decay), lr=config.lr,
                                weight_decay=config.weight_decay)
-    scheduler = linear_warmup_schedule(optimizer, epochs * len(loader), config.warmup_fraction)
+    scheduler = linear_warmup_schedule(optimizer, schedule_steps(epochs, len(loader), config.max_steps), config.warmup_fraction)
     return train_loop(run_dir, step_fn, loader, modules, optimizer, scheduler, epochs, evaluate_fn, config.eval_every,
                       {**config.to_dict(), 'domain': desc, 'stage': stage}, save_best=save_best,
                       max_grad_norm=config.max_grad_norm, resume=resume, stop_after=stop_after, progress=progress,
-                      desc=f'metakd {desc} {stage}')
+                      desc=f'metakd {desc} {stage}', max_steps=config.max_steps, keep_checkpoint=keep_checkpoint)
 
-def _meta_distill_one(config, teacher, data, domains, domain, run_dir, tokenizer, resume, progress, stop_after, device):
+def _meta_distill_one(config, teacher, data, domains, domain, run_dir, tokenizer, resume, progress, stop_after, device,
+                      keep_checkpoint=False):
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     index = domains.index(domain)
     rows = np.flatnonzero(np.asarray(data['train']['domain_id']) == index)
@@ -320,13 +328,12 @@ def _meta_distill_one(config, teacher, data, domains, domain, run_dir, tokenizer
                                precision=precision)
     def save_best(step): student.save_pretrained(run_dir / 'model', tokenizer=tokenizer)
     loader = lambda: WeightedLoader(PooledLoader(train, config.batch_size, seed=config.seed, shuffle=True), weights)
-    started = time.perf_counter()
     first = _stage_run(run_dir / 'intermediate', step_fn('intermediate'), loader(), modules, config, config.epochs,
-                       evaluate_fn, None, resume, progress, stop_after, domain, 'intermediate')
+                       evaluate_fn, None, resume, progress, stop_after, domain, 'intermediate', keep_checkpoint)
     if first['status'] != 'finished': return first
     second = _stage_run(run_dir, step_fn('prediction'), loader(), {'student': student}, config, config.prediction_epochs,
-                        evaluate_fn, save_best, resume, progress, stop_after, domain, 'prediction')
-    second.update(seconds=time.perf_counter() - started, parameters=count_parameters(student),
+                        evaluate_fn, save_best, resume, progress, stop_after, domain, 'prediction', keep_checkpoint)
+    second.update(seconds=first['seconds'] + second['seconds'], parameters=count_parameters(student),
                   trained_parameters=sum(p.numel() for m in modules.values() for p in m.parameters() if p.requires_grad))
     return second
 
@@ -339,6 +346,7 @@ def meta_distill(config: MetaDistillConfig,
                  progress: bool = True,
                  stop_after: int | None = None,  # stop (with a checkpoint) after this many steps of a stage
                  device='cpu',
+                 keep_checkpoint: bool = False,  # keep last.pt when each stage finishes
                 ) -> dict:  # results.json: test/dev of every domain's student, sizes, timings
     "Meta-distillation: one student per target domain, intermediate then prediction stage, each evaluated on its domain."
     if not isinstance(config, MetaDistillConfig): raise TypeError(f"config must be a MetaDistillConfig; got {type(config).__name__}")
@@ -351,17 +359,18 @@ def meta_distill(config: MetaDistillConfig,
         raise ValueError(f"the meta-teacher's instance weights are of other data (manifest {teacher.data_digest}, this "
                          f"data {digest}): train the meta-teacher on this data")
     run_dir = Path(run_dir)
+    if resume and (done := resume_finished(run_dir, config.to_dict(), data)) is not None: return done  # a finished run is never touched again
     start_run(run_dir, data, config.to_dict(), config.seed, 'student', domains, resume, device,
               resolve_precision(config.precision, device))
     teacher = teacher.to(device).eval()
     runs = {}
     for d in domains:
         runs[d] = _meta_distill_one(config, teacher, data, domains, d, run_dir / d, tokenizer, resume, progress,
-                                    stop_after, device)
+                                    stop_after, device, keep_checkpoint)
         if runs[d]['status'] != 'finished': return {'status': 'interrupted', 'run_dir': str(run_dir)}
     selections = run_selections(run_dir, domains, True)
     first = runs[domains[0]]
-    results = {'status': 'finished', 'role': 'student', 'method': 'metakd', 'multi_domain': False, 'ablation': None,
+    results = {'status': 'finished', 'role': 'student', 'method': 'metakd', 'teacher_kind': 'meta', 'multi_domain': False, 'ablation': None,
                'selection': config.selection, 'domains': domains, 'test': selections[config.selection]['test'],
                'dev': selections[config.selection]['dev'], 'selections': selections, 'parameters': first['parameters'],
                'trained_parameters': first['trained_parameters'], 'students': len(runs),

@@ -27,7 +27,7 @@ def test_torch_is_pinned_and_every_import_is_declared():
     requirements = shlex.split(cfg['requirements'])
     assert 'torch==2.13.0' in requirements, 'an unpinned torch pulls CUDA packages on a CPU machine'
     declared = {re.split(r'[<>=!\[ ]', r)[0].lower().replace('-', '_') for r in requirements}
-    import_names = {'sklearn': 'scikit_learn'}
+    import_names = {'sklearn': 'scikit_learn', 'yaml': 'pyyaml'}
     # optional extras may only be imported inside a function (indented), never at module level
     optional = {re.split(r'[<>=!\[ ]', r)[0].lower().replace('-', '_') for r in shlex.split(cfg['offline_requirements'])}
     stdlib = set(sys.stdlib_module_names)
