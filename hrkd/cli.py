@@ -7,7 +7,7 @@ __all__ = ['PRESET_NAMES', 'TEACHER_KIND_NAMES', 'SELECTION_NAMES', 'PRECISION_N
            'STUDENT_METHOD_NAMES', 'METHOD_SET_NAMES', 'COMMANDS', 'positive_int', 'positive_float', 'share', 'parser',
            'cmd_teacher', 'cmd_distill', 'cmd_evaluate', 'cmd_pipeline', 'cmd_batch', 'cmd_export', 'main']
 
-# %% ../nbs/11_cli.ipynb #9efcb438
+# %% ../nbs/11_cli.ipynb #e5572a25
 import argparse
 import json
 import os
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 
-# %% ../nbs/11_cli.ipynb #0150b6ac
+# %% ../nbs/11_cli.ipynb #c301218a
 # The choices of the options, written out so that `hrkd --help` answers without importing torch; a lesson below
 # checks that they equal the library's own constants.
 PRESET_NAMES = ('offline', 'paper')
@@ -149,10 +149,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('run', help="a run folder (or its model/ folder)")
     p.add_argument('--domain', required=True, help="which domain's head to export")
     p.add_argument('--out', required=True, help="the folder to write")
+    p.add_argument('--labels', default=None, help="comma-separated class names (default: those recorded in the run)")
     return top
 
 
-# %% ../nbs/11_cli.ipynb #755b5008
+# %% ../nbs/11_cli.ipynb #535a280e
 def _domains(args): return args.domains.split(',') if args.domains else None
 
 def _cache(args, folder) -> Path:
@@ -291,7 +292,8 @@ def cmd_batch(args):
 
 def cmd_export(args):
     from hrkd.export import export_for_sequence_classification
-    folder = export_for_sequence_classification(args.run, args.domain, _checked_out(args.out, '--out'))
+    labels = args.labels.split(',') if args.labels else None
+    folder = export_for_sequence_classification(args.run, args.domain, _checked_out(args.out, '--out'), labels=labels)
     return {'status': 'finished', 'exported': str(folder), 'domain': args.domain}
 
 COMMANDS = {'teacher': cmd_teacher, 'distill': cmd_distill, 'evaluate': cmd_evaluate, 'pipeline': cmd_pipeline,
@@ -310,7 +312,7 @@ def main(argv=None):
             from hrkd.training import set_deterministic
             set_deterministic(True)
         result = COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         print(f"hrkd {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # unwritable or impossible paths (NotADirectoryError, PermissionError, a full disk, ...)

@@ -328,11 +328,14 @@ def _meta_distill_one(config, teacher, data, domains, domain, run_dir, tokenizer
                                precision=precision)
     def save_best(step): student.save_pretrained(run_dir / 'model', tokenizer=tokenizer)
     loader = lambda: WeightedLoader(PooledLoader(train, config.batch_size, seed=config.seed, shuffle=True), weights)
+    # the intermediate stage keeps its checkpoint until the prediction stage has finished: a resume between the two
+    # stages restores the distilled student from it (a finished run's marker alone holds no weights)
     first = _stage_run(run_dir / 'intermediate', step_fn('intermediate'), loader(), modules, config, config.epochs,
-                       evaluate_fn, None, resume, progress, stop_after, domain, 'intermediate', keep_checkpoint)
+                       evaluate_fn, None, resume, progress, stop_after, domain, 'intermediate', keep_checkpoint=True)
     if first['status'] != 'finished': return first
     second = _stage_run(run_dir, step_fn('prediction'), loader(), {'student': student}, config, config.prediction_epochs,
                         evaluate_fn, save_best, resume, progress, stop_after, domain, 'prediction', keep_checkpoint)
+    if second['status'] == 'finished' and not keep_checkpoint: (run_dir / 'intermediate' / 'last.pt').unlink(missing_ok=True)
     second.update(seconds=first['seconds'] + second['seconds'], parameters=count_parameters(student),
                   trained_parameters=sum(p.numel() for m in modules.values() for p in m.parameters() if p.requires_grad))
     return second

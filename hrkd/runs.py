@@ -89,7 +89,8 @@ def start_run(run_dir: str | Path,  # the run folder (created)
     if resume and run_json.exists():
         saved = json.loads(run_json.read_text()).get('data_digest')
         if saved != digest: raise ValueError(f"{run_dir} was trained on other data (manifest {saved}, now {digest})")
-    write_json_atomic(run_json, {**run_metadata(config, seed), 'role': role, 'domains': domains, 'data_digest': digest,
+    labels = getattr(data['train'].features.get('label'), 'names', None)  # the class names, for exported models
+    write_json_atomic(run_json, {**run_metadata(config, seed), 'role': role, 'domains': domains, 'labels': labels, 'data_digest': digest,
                                  'device': str(device), 'precision': precision})
     return digest
 

@@ -220,6 +220,21 @@ def test_links_to_notebooks_and_repository_files_are_rewritten(tmp_path):
             assert fix(f'<img src="../../{rel}">') == f'<img src="../_repo/{rel}">'
 
 
+def test_staging_keeps_the_text_of_the_title_cell_and_skips_lesson_code(tmp_path):
+    "nbdev makes front matter of the whole title cell, and runs lesson cells that also import: the staged copy splits both."
+    nb = {'cells': [{'cell_type': 'markdown', 'metadata': {}, 'source': '# Title\n> summary, line 1\n> line 2\n\nIntro text.'},
+                    {'cell_type': 'code', 'metadata': {}, 'outputs': [], 'execution_count': None,
+                     'source': 'import json\nresult = run_for_minutes()'},
+                    {'cell_type': 'code', 'metadata': {}, 'outputs': [], 'execution_count': None,
+                     'source': '#| export\nimport os\nX = 1'}],
+          'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}
+    (tmp_path / 'a.ipynb').write_text(json.dumps(nb))
+    cells = [c['source'] for c in json.loads(build_docs._stage_notebook(tmp_path / 'a.ipynb'))['cells']]
+    assert cells == ['# Title\n> summary, line 1\n> line 2', 'Intro text.', '#| hide\nimport json',
+                     '#| eval: false\nimport json\nresult = run_for_minutes()', '#| export\nimport os\nX = 1']
+    assert build_docs._full_description(tmp_path / 'a.ipynb', 'summary, line 1') == 'summary, line 1 line 2'
+
+
 def _notebooks():
     return sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / 'nbs').rglob('*.ipynb')
                   if not any(part.startswith(('.', '_')) for part in p.relative_to(ROOT / 'nbs').parts))

@@ -50,22 +50,23 @@ def test_batch_skips_finished_cells_reports_failures_and_runs_the_analyses(tmp_p
     from hrkd.cli import main
     out = tmp_path / 'batch'
     settings = ['max_steps=2', 'efficiency_repeats=0']
-    grid = grid_from_options(datasets='toy', seeds='42,44', methods='few_shot', few_shot='0.5', settings=settings)
+    methods = 'single>tinybert,mtl>hrkd'  # Fig. 2's baseline and HRKD: enough for every analysis notebook, and quick
+    grid = grid_from_options(datasets='toy', seeds='42,44', methods=methods, few_shot='0.5', settings=settings)
     first = run_batch(grid, out, limit=1, tables=False, log=lambda line: None)  # as if stopped after the first cell
-    assert (first['finished'], first['left']) == (['toy/few_shot/fs0.5/s42'], ['toy/few_shot/fs0.5/s44'])
-    done_first = out / 'toy' / 'few_shot' / 'fs0.5' / 's42'
+    assert (first['finished'], first['left']) == (['toy/single-tinybert+mtl-hrkd/fs0.5/s42'], ['toy/single-tinybert+mtl-hrkd/fs0.5/s44'])
+    done_first = out / 'toy' / 'single-tinybert+mtl-hrkd' / 'fs0.5' / 's42'
     stamps = {p: p.stat().st_mtime_ns for p in (done_first / 'pipeline.ipynb', done_first / 'results' / 'summary.json')}
-    code = main(['batch', '--out', str(out), '--datasets', 'toy,missing.csv', '--seeds', '42,44', '--methods', 'few_shot',
+    code = main(['batch', '--out', str(out), '--datasets', 'toy,missing.csv', '--seeds', '42,44', '--methods', methods,
                  '--few-shot', '0.5', *[a for s in settings for a in ('--set', s)]])
     assert code == 3  # some cells failed
     report = json.loads((out / 'batch.json').read_text())
-    assert report['skipped'] == ['toy/few_shot/fs0.5/s42'] and report['finished'] == ['toy/few_shot/fs0.5/s44']
+    assert report['skipped'] == ['toy/single-tinybert+mtl-hrkd/fs0.5/s42'] and report['finished'] == ['toy/single-tinybert+mtl-hrkd/fs0.5/s44']
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the finished cell was not run again
-    assert sorted(f['cell'] for f in report['failed']) == ['missing/few_shot/fs0.5/s42', 'missing/few_shot/fs0.5/s44']
+    assert sorted(f['cell'] for f in report['failed']) == ['missing/single-tinybert+mtl-hrkd/fs0.5/s42', 'missing/single-tinybert+mtl-hrkd/fs0.5/s44']
     for failed in report['failed']:
         assert Path(failed['notebook']).is_file() and 'missing.csv' in failed['error']
     for seed in (42, 44):  # the injected parameters took effect
-        cell = out / 'toy' / 'few_shot' / 'fs0.5' / f's{seed}'
+        cell = out / 'toy' / 'single-tinybert+mtl-hrkd' / 'fs0.5' / f's{seed}'
         assert json.loads((cell / 'pipeline.json').read_text())['seed'] == seed
         assert json.loads((cell / 'mtl-hrkd' / 'run.json').read_text())['seed'] == seed
     assert [(Path(a['notebook']).name, a['status']) for a in report['analyses']] == \

@@ -113,13 +113,26 @@ def _import_only(source, documented=()):
     return '\n'.join(ast.get_source_segment(source, n) for n in imports)
 
 
+def _split_title(source):
+    "A title cell's `# title` and `> summary` lines, and the text after them ('' when there is none)."
+    m = re.match(r'\s*#\s+[^\n]*(?:\n[ \t]*)*(?:\n?>[^\n]*(?:\n|$))*', source)
+    if not m: return source, ''
+    return source[:m.end()].rstrip('\n'), source[m.end():].strip('\n')
+
+
 def _stage_notebook(src):
     nb = json.loads(src.read_text(encoding='utf-8'))
     documented = set(re.findall(r'^\s*show_doc\(\s*(\w+)', '\n'.join(
         ''.join(c.get('source', '')) for c in nb.get('cells', []) if c.get('cell_type') == 'code'), re.M))
-    cells = []
+    cells, titled = [], False
     for cell in nb.get('cells', []):
         source = ''.join(cell.get('source', ''))
+        if cell.get('cell_type') == 'markdown' and not titled and re.search(r'^#\s+\S', source, re.M):
+            titled = True
+            head, body = _split_title(source)
+            if body:  # nbdev turns the whole title cell into front matter: keep what follows the title and summary
+                cells += [dict(cell, source=head), {'cell_type': 'markdown', 'metadata': {}, 'source': body}]
+                continue
         if cell.get('cell_type') == 'code' and source.strip():
             opts, code = _directives(source)
             imports = None
@@ -385,6 +398,7 @@ class Site:
         pages = [{'source': rel if rel.startswith('results/') else str(PurePosixPath(self.cfg.get('nbs_path', 'nbs')) / rel),
                   'html': doc + '.html', 'title': self.titles.get(doc, doc), 'section': section}
                  for section, doc in self.entries for rel in [self.meta[doc][1]]]
+        if self.results: pages.append({'source': 'results', 'html': 'results/index.html', 'title': 'Results', 'section': 'Results'})
         for folder, doc in sorted(self.results.items()):
             pages.append({'source': folder, 'html': doc + '.html', 'title': _first_heading(self.root / folder) or PurePosixPath(folder).name,
                           'section': 'Results'})
@@ -755,7 +769,7 @@ def build(root=ROOT, out=None, clean=False, jobs=None, quiet=False):
     write_source(site)
     warnings = sphinx(site.src, html, stage_dir / 'doctrees')
     t2 = time.time()
-    pages = len(list(html.rglob('*.html')))
+    pages = sum(1 for p in html.rglob('*.html') if p.relative_to(html).parts[0] != '_static')
     say(f'sphinx: {t2 - t1:.1f}s, {len(warnings)} warning line(s)')
     for w in warnings[:40]: say('  ' + w)
     _write_if_changed(build_dir / 'pages.json', json.dumps(site.manifest(), indent=1) + '\n')
@@ -763,7 +777,8 @@ def build(root=ROOT, out=None, clean=False, jobs=None, quiet=False):
     if broken:
         for b in broken: print('broken link:', b, file=sys.stderr)
         raise SystemExit(f'{len(broken)} broken internal link(s)')
-    say(f'{pages} HTML pages, links checked, in {t2 - t0:.1f}s: open {html / "index.html"}')
+    say(f'{len(site.manifest())} pages ({pages} HTML files with search and index), links checked, '
+        f'in {t2 - t0:.1f}s: open {html / "index.html"}')
     return html
 
 
