@@ -217,8 +217,8 @@ def _distill_one(config, teacher, data, domains, run_dir, tokenizer, resume, pro
         for m in modules.values(): m.train()
         with autocast(precision, device):
             return distill_step(student, teacher, fit, objective, _batch_to(batch, device), layer_map, D, config, teacher_domain)
-    def evaluate_fn(step):
-        return evaluate_splits(student, data, domains, domain=domain, batch_size=config.eval_batch_size,
+    def evaluate_fn(step, splits=('dev', 'test')):  # train_loop asks for test only where a selection can land
+        return evaluate_splits(student, data, domains, splits=splits, domain=domain, batch_size=config.eval_batch_size,
                                device=device, precision=precision)
     def save_best(step):
         student.save_pretrained(run_dir / 'model', tokenizer=tokenizer)
@@ -283,7 +283,8 @@ def distill(config: DistillConfig,
                'domains': domains, 'test': selections[config.selection]['test'], 'dev': selections[config.selection]['dev'],
                'selections': selections, 'parameters': first['parameters'],
                'trained_parameters': first['trained_parameters'], 'students': len(runs),
-               'train_seconds': sum(r['seconds'] for r in runs.values()), 'data_digest': digest}
+               'train_seconds': sum(r['seconds'] for r in runs.values()),
+               'eval_seconds': sum(r.get('eval_seconds', 0.0) for r in runs.values()), 'data_digest': digest}
     write_json_atomic(run_dir / 'results.json', results)
     return results
 

@@ -150,8 +150,9 @@ def _fit_meta_teacher(config, data, domains, weights, run_dir, tokenizer, resume
     def step_fn(batch):
         model.train(); branch.train()
         with autocast(precision, device): return meta_teacher_step(model, branch, batch, config, device)
-    def evaluate_fn(step):
-        return evaluate_splits(model, data, domains, batch_size=config.eval_batch_size, device=device, precision=precision)
+    def evaluate_fn(step, splits=('dev', 'test')):  # train_loop asks for test only where a selection can land
+        return evaluate_splits(model, data, domains, splits=splits, batch_size=config.eval_batch_size, device=device,
+                               precision=precision)
     def save_best(step):
         model.save_pretrained(run_dir / 'model', tokenizer=tokenizer); save_domain_branch(branch, run_dir / 'model')
     out = train_loop(run_dir, step_fn, loader, {'model': model, 'branch': branch}, optimizer, scheduler, config.epochs,
@@ -202,7 +203,8 @@ def train_meta_teacher(config: MetaTeacherConfig,
                'selections': selections, 'parameters': out['parameters'],
                'parameters_with_branch': out['parameters'] + count_parameters(load_domain_branch(run_dir / 'model')),
                'instance_weights': _weight_summary(weights, ids, domains), 'instance_weight_seconds': weight_seconds,
-               'train_seconds': weight_seconds + out['seconds'], 'data_digest': digest}  # out['seconds']: all sessions
+               'train_seconds': weight_seconds + out['seconds'], 'eval_seconds': out.get('eval_seconds', 0.0),
+               'data_digest': digest}  # out['seconds']: all sessions
     write_json_atomic(run_dir / 'results.json', results)
     return results
 
@@ -323,9 +325,9 @@ def _meta_distill_one(config, teacher, data, domains, domain, run_dir, tokenizer
             with autocast(precision, device):
                 return meta_distill_step(student, branch, fit, projection, teacher, batch, layer_map, config, stage, device)
         return step
-    def evaluate_fn(step):
-        return evaluate_splits(student, data, domains, domain=domain, batch_size=config.eval_batch_size, device=device,
-                               precision=precision)
+    def evaluate_fn(step, splits=('dev', 'test')):  # train_loop asks for test only where a selection can land
+        return evaluate_splits(student, data, domains, splits=splits, domain=domain, batch_size=config.eval_batch_size,
+                               device=device, precision=precision)
     def save_best(step): student.save_pretrained(run_dir / 'model', tokenizer=tokenizer)
     loader = lambda: WeightedLoader(PooledLoader(train, config.batch_size, seed=config.seed, shuffle=True), weights)
     # the intermediate stage keeps its checkpoint until the prediction stage has finished: a resume between the two
@@ -336,7 +338,8 @@ def _meta_distill_one(config, teacher, data, domains, domain, run_dir, tokenizer
     second = _stage_run(run_dir, step_fn('prediction'), loader(), {'student': student}, config, config.prediction_epochs,
                         evaluate_fn, save_best, resume, progress, stop_after, domain, 'prediction', keep_checkpoint)
     if second['status'] == 'finished' and not keep_checkpoint: (run_dir / 'intermediate' / 'last.pt').unlink(missing_ok=True)
-    second.update(seconds=first['seconds'] + second['seconds'], parameters=count_parameters(student),
+    second.update(seconds=first['seconds'] + second['seconds'],
+                  eval_seconds=first.get('eval_seconds', 0.0) + second.get('eval_seconds', 0.0), parameters=count_parameters(student),
                   trained_parameters=sum(p.numel() for m in modules.values() for p in m.parameters() if p.requires_grad))
     return second
 
@@ -377,6 +380,7 @@ def meta_distill(config: MetaDistillConfig,
                'selection': config.selection, 'domains': domains, 'test': selections[config.selection]['test'],
                'dev': selections[config.selection]['dev'], 'selections': selections, 'parameters': first['parameters'],
                'trained_parameters': first['trained_parameters'], 'students': len(runs),
-               'train_seconds': sum(r['seconds'] for r in runs.values()), 'data_digest': digest}
+               'train_seconds': sum(r['seconds'] for r in runs.values()),
+               'eval_seconds': sum(r.get('eval_seconds', 0.0) for r in runs.values()), 'data_digest': digest}
     write_json_atomic(run_dir / 'results.json', results)
     return results

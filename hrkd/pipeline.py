@@ -8,7 +8,7 @@ __all__ = ['PRESETS', 'STUDENT_LR', 'FEW_SHOT_STUDENT_LR', 'DATASETS', 'TEACHER_
            'parse_methods', 'teacher_config', 'student_config', 'PipelineConfig', 'pipeline_config', 'pipeline_table',
            'run_pipeline']
 
-# %% ../nbs/10c_pipeline.ipynb #392e735e
+# %% ../nbs/10c_pipeline.ipynb #4ef6c7db
 import dataclasses
 import json
 import os
@@ -28,7 +28,7 @@ from .runs import SELECTIONS, find_runs
 from .teachers import TeacherConfig, load_teacher, train_teacher
 from .training import check_compatible, git_state, hardware, resolve_precision, write_json_atomic
 
-# %% ../nbs/10c_pipeline.ipynb #3715974d
+# %% ../nbs/10c_pipeline.ipynb #47c54058
 PRESETS = {
     'offline': {'teacher': OFFLINE_TEACHER, 'student': OFFLINE_TEACHER, 'student_layers': list(OFFLINE_STUDENT_LAYERS)},
     'paper': {'teacher': PAPER_TEACHER, 'student': PAPER_STUDENT, 'student_layers': None},
@@ -59,7 +59,7 @@ def load_data(dataset: str,  # 'amazon', 'mnli', 'toy' or a file path
     return dsd
 
 
-# %% ../nbs/10c_pipeline.ipynb #53ccdefe
+# %% ../nbs/10c_pipeline.ipynb #d7735af1
 TEACHER_ORDER = ('single', 'mix', 'mtl', 'meta')  # the teacher rows of Tables 2-3, in the paper's order
 STUDENT_METHODS = ('tinybert', 'tinybert-single', 'hrkd', 'metakd')
 METHOD_SETS = {  # named sets of `teacher>student` rows
@@ -128,7 +128,7 @@ def parse_methods(methods: str | list,  # a METHOD_SETS name, or rows 'teacher>s
     return rows
 
 
-# %% ../nbs/10c_pipeline.ipynb #ca643fb2
+# %% ../nbs/10c_pipeline.ipynb #9b034792
 def _given(overrides: dict, *configs) -> dict:
     "The overrides that are set (None means 'the default'), refusing names that no config of `configs` has."
     fields = {f.name for c in configs for f in dataclasses.fields(c)}
@@ -173,7 +173,7 @@ def student_config(row: Row,  # which student (its method, per-domain or not, ab
                          ablation=row.ablation if row.student == 'hrkd' else 'hrkd', **values)
 
 
-# %% ../nbs/10c_pipeline.ipynb #411a5e4c
+# %% ../nbs/10c_pipeline.ipynb #b8a84da1
 @dataclass
 class PipelineConfig:
     "One dataset x seed x method set: what `hrkd pipeline`, `pipeline.ipynb` and `hrkd batch` run."
@@ -248,7 +248,7 @@ def pipeline_config(**options) -> PipelineConfig:
     return PipelineConfig(**values, teacher=teacher, student=student)
 
 
-# %% ../nbs/10c_pipeline.ipynb #d568a2e2
+# %% ../nbs/10c_pipeline.ipynb #bd49f9df
 def _train_stage(row, config, data, folder, teachers, cache, run):
     "Train one stage (or read it back when it has finished) and return its results."
     if row.student is None:
@@ -346,7 +346,8 @@ def run_pipeline(config: PipelineConfig,
                'precision': precision, 'configs': {r.stage: c.to_dict() for r, c in configs.items()},
                'models': {r.stage: {'row': r.key, 'name': r.name, 'test': res['test'], 'dev': res['dev'],
                                     'selections': res['selections'], 'parameters': res['parameters'],
-                                    'train_seconds': res['train_seconds']} for r, res in results.items()},
+                                    'train_seconds': res['train_seconds'], 'eval_seconds': res.get('eval_seconds')}
+                          for r, res in results.items()},
                'pipeline_seconds': {r.stage: s for r, s in cost.items()},
                'efficiency': None if speed is None else speed.to_dict(orient='records'),
                'wall_seconds': time.perf_counter() - started}

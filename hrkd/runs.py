@@ -54,10 +54,12 @@ def select_results(evals: list,  # records of evals.jsonl: {'step', 'dev': {...}
                   ) -> dict:  # {'shared': {...}, 'per_domain': {...}} with test accuracies, dev, and steps
     "Test accuracy under the shared (best dev average) and per-domain (best dev of each domain) selections."
     if not evals: raise ValueError("no evaluation was recorded: nothing to select from")
-    best = max(evals, key=lambda r: (r['dev']['average'], -r['step']))
+    best = max(evals, key=lambda r: (r['dev']['average'], -r['step']))  # test is scored at least at these steps
     shared = {'step': best['step'], 'dev': best['dev'], 'test': best['test']}
     chosen = {d: max(evals, key=lambda r: (r['dev'][d], -r['step'])) for d in domains}
     test = {d: chosen[d]['test'][d] for d in domains}; dev = {d: chosen[d]['dev'][d] for d in domains}
+    unscored = sorted({r['step'] for r in (best, *chosen.values()) if r.get('test') is None})
+    if unscored: raise ValueError(f"test was not scored at the selected step(s) {unscored}")
     per_domain = {'step': {d: chosen[d]['step'] for d in domains},
                   'dev': {**dev, 'average': sum(dev.values()) / len(domains)},
                   'test': {**test, 'average': sum(test.values()) / len(domains)}}

@@ -93,8 +93,8 @@ def _fit_teacher(config, data, domains, model_domains, run_dir, tokenizer, resum
         model.train()
         with autocast(precision, device): loss = _teacher_loss(model, batch, config.kind, device)
         return loss, {}
-    def evaluate_fn(step):
-        return evaluate_splits(model, data, domains, domain=domain, batch_size=config.eval_batch_size,
+    def evaluate_fn(step, splits=('dev', 'test')):  # train_loop asks for test only where a selection can land
+        return evaluate_splits(model, data, domains, splits=splits, domain=domain, batch_size=config.eval_batch_size,
                                device=device, precision=precision)
     def save_best(step): model.save_pretrained(run_dir / 'model', tokenizer=tokenizer)
     out = train_loop(run_dir, step_fn, loader, {'model': model}, optimizer, scheduler, config.epochs, evaluate_fn,
@@ -135,7 +135,8 @@ def train_teacher(config: TeacherConfig,
     results = {'status': 'finished', 'role': 'teacher', 'kind': config.kind, 'selection': config.selection,
                'domains': domains, 'test': selections[config.selection]['test'], 'dev': selections[config.selection]['dev'],
                'selections': selections, 'parameters': next(iter(runs.values()))['parameters'],
-               'train_seconds': sum(r['seconds'] for r in runs.values()), 'data_digest': digest}
+               'train_seconds': sum(r['seconds'] for r in runs.values()),
+               'eval_seconds': sum(r.get('eval_seconds', 0.0) for r in runs.values()), 'data_digest': digest}
     write_json_atomic(run_dir / 'results.json', results)
     return results
 

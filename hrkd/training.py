@@ -11,6 +11,7 @@ __all__ = ['PRECISIONS', 'CUBLAS_DETERMINISTIC', 'FINISHED_FILE', 'set_seed', 'r
            'train_loop']
 
 # %% ../nbs/06a_training.ipynb #9b5da099
+import inspect
 import json
 import math
 import os
@@ -409,6 +410,7 @@ def train_loop(run_dir: str | Path,  # the run folder: last.pt, metrics.jsonl, e
                desc: str = 'train',
                keep_checkpoint: bool = False,  # keep last.pt when the run finishes (default: deleted, finished.json stays)
                max_steps: int | None = None,  # finish after this many optimizer steps (evaluated there), even mid-epoch
+               test_on_improvement: bool = True,  # score test only when a dev accuracy reaches a new best (needs `splits`)
               ) -> dict:  # {'status': 'finished'|'interrupted', 'step', 'epoch', 'best': {...}, 'seconds': all sessions}
     "Train for `epochs` epochs of `loader` with evaluation, best-model saving and resumable checkpoints (Sec. 3.3)."
     from tqdm.auto import tqdm
@@ -417,24 +419,39 @@ def train_loop(run_dir: str | Path,  # the run folder: last.pt, metrics.jsonl, e
     last, metrics_file, evals_file = run_dir / 'last.pt', run_dir / 'metrics.jsonl', run_dir / 'evals.jsonl'
     finished_file = run_dir / FINISHED_FILE
     if eval_every < 1: raise ValueError(f"eval_every must be >= 1; got {eval_every}")
-    total, step, epoch, best, previous = schedule_steps(epochs, len(loader), max_steps), 0, 0, {}, 0.0
+    total, step, epoch, best, previous, eval_previous = schedule_steps(epochs, len(loader), max_steps), 0, 0, {}, 0.0, 0.0
     if resume and finished_file.exists():  # a finished run: report it, train nothing, write nothing
         done = json.loads(finished_file.read_text())
         check_compatible(done.get('config', {}), _json_roundtrip(config))
         if last.exists(): restore_training_state(load_checkpoint(last), modules, optimizer, scheduler, loader)
-        return {'status': 'finished', **{k: done[k] for k in ('step', 'epoch', 'best', 'seconds')}}
+        return {'status': 'finished', **{k: done[k] for k in ('step', 'epoch', 'best', 'seconds')},
+                'eval_seconds': done.get('eval_seconds', 0.0)}
     if resume and last.exists():
         state = load_checkpoint(last)
         check_compatible(state['config'], config)
         state = restore_training_state(state, modules, optimizer, scheduler, loader)
         step, epoch, best, previous = state['step'], state['epoch'], dict(state['best']), state['seconds']
+        eval_previous = float(state.get('eval_seconds', 0.0))
         _truncate_jsonl(metrics_file, step); _truncate_jsonl(evals_file, step)
     elif last.exists() or evals_file.exists() or finished_file.exists():
         raise FileExistsError(f"{run_dir} already holds a run; resume it (resume=True / --resume) or use another folder")
     def seconds(): return previous + time.perf_counter() - started  # this session's time plus the earlier ones'
+    eval_seconds = eval_previous  # time inside evaluate_fn, all sessions
     def checkpoint():
-        save_checkpoint(last, capture_training_state(step, epoch, modules, optimizer, scheduler, loader,
-                                                     config=config, best=best, seconds=seconds()))
+        save_checkpoint(last, {**capture_training_state(step, epoch, modules, optimizer, scheduler, loader,
+                                                        config=config, best=best, seconds=seconds()),
+                               'eval_seconds': eval_seconds})
+    selective = test_on_improvement and 'splits' in inspect.signature(evaluate_fn).parameters
+    dev_best = {}  # best dev accuracy so far of every domain and of the average (from the log, on a resume)
+    for record in (read_jsonl(evals_file) if evals_file.exists() else []):
+        for k, v in record['dev'].items(): dev_best[k] = max(dev_best.get(k, -math.inf), v)
+    def evaluate(step):
+        "Dev always; test only where some dev accuracy improves: the only steps either selection can pick."
+        if not selective: return evaluate_fn(step)
+        result = {'dev': evaluate_fn(step, splits=('dev',))['dev']}
+        improved = not dev_best or any(v > dev_best.get(k, -math.inf) for k, v in result['dev'].items())
+        result['test'] = evaluate_fn(step, splits=('test',))['test'] if improved else None
+        return result
     fresh_epoch = step == 0 or loader.state_dict().get('step', 0) >= len(loader)
     if step > 0 and fresh_epoch: epoch += 1  # the checkpoint was written at the end of an epoch
     bar = tqdm(total=total, initial=step, disable=not progress, desc=desc, dynamic_ncols=True)
@@ -453,7 +470,10 @@ def train_loop(run_dir: str | Path,  # the run folder: last.pt, metrics.jsonl, e
                                                 'lr': optimizer.param_groups[0]['lr'], **logs})
                     bar.set_postfix(loss=f'{loss:.4g}')
                 if step % eval_every == 0 or step == total:
-                    result = evaluate_fn(step)
+                    eval_started = time.perf_counter()
+                    result = evaluate(step)
+                    eval_seconds += time.perf_counter() - eval_started
+                    for k, v in result['dev'].items(): dev_best[k] = max(dev_best.get(k, -math.inf), v)
                     append_jsonl(evals_file, {'step': step, 'epoch': epoch, **result})
                     if result['dev']['average'] > best.get('dev_average', -math.inf):
                         best = {'step': step, 'dev_average': result['dev']['average']}
@@ -466,7 +486,7 @@ def train_loop(run_dir: str | Path,  # the run folder: last.pt, metrics.jsonl, e
             else:
                 epoch += 1
     bar.close()
-    result = {'step': step, 'epoch': epoch, 'best': best, 'seconds': seconds()}
+    result = {'step': step, 'epoch': epoch, 'best': best, 'seconds': seconds(), 'eval_seconds': eval_seconds}
     if status == 'finished':
         write_json_atomic(finished_file, {**result, 'config': _json_roundtrip(config)})  # first the marker, then
         if not keep_checkpoint: last.unlink(missing_ok=True)  # the checkpoint goes: a crash between them is harmless
