@@ -5,6 +5,7 @@
 # %% ../nbs/00_data.ipynb #bcbe939a
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import json
@@ -13,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import datasets
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from datasets.fingerprint import Hasher
@@ -30,8 +33,8 @@ from sklearn.model_selection import StratifiedKFold
 __all__ = ['AMAZON_DOMAINS', 'MNLI_DOMAINS', 'AMAZON_LABELS', 'MNLI_LABELS', 'SPLITS', 'TABLE_1', 'AMAZON_SOURCE', 'MNLI_SOURCE',
            'AMAZON_TABLE_1_DIGEST', 'data_dir', 'read_reviews', 'meta_kd_split', 'amazon_reviews', 'domain_names',
            'split_manifest', 'manifest_digest', 'split_counts', 'head_count', 'read_mnli', 'mnli', 'few_shot',
-           'load_multidomain', 'tokenize', 'collate', 'MultiDomainLoader', 'PooledLoader', 'mixed_loader',
-           'eval_loaders']
+           'load_multidomain', 'tokenize', 'trim_padding', 'collate', 'MultiDomainLoader', 'PooledLoader',
+           'mixed_loader', 'eval_loaders']
 
 # %% ../nbs/00_data.ipynb #da6792fe
 AMAZON_DOMAINS = ['books', 'dvd', 'electronics', 'kitchen']
@@ -62,40 +65,72 @@ def data_dir(*parts: str,  # sub-folders joined to the data folder, e.g. 'amazon
     return Path(root).joinpath(*parts)
 
 # %% ../nbs/00_data.ipynb #7c91a439
+def _mark_undecodable(error: UnicodeDecodeError) -> tuple[str, int]:
+    "Codec error handler: one marker U+DC80..U+DCFF (U+DC00 + its first byte) per invalid UTF-8 sequence."
+    return chr(0xDC00 + error.object[error.start]), error.end  # the same granularity as 'replace' (one U+FFFD each)
+
+codecs.register_error('hrkd_mark', _mark_undecodable)
+_MARKERS = re.compile('[\udc80-\udcff]')  # lone surrogates: valid UTF-8 never decodes to them
+_DECODE_ERRORS = ('warn', 'raise')
+
+
+def _text_lines(file: Path, newline: str | None = None) -> Iterator[tuple[int, str, list[tuple[int, int]]]]:
+    "(line number, line, [(column, first byte), ...] of its invalid UTF-8 sequences) for every line of a text file."
+    with open(file, encoding='utf-8', errors='hrkd_mark', newline=newline) as f:
+        for lineno, line in enumerate(f, 1):
+            yield lineno, line, [(m.start() + 1, ord(m.group()) - 0xDC00) for m in _MARKERS.finditer(line)]
+
+
+def _not_utf8(file: Path, lineno: int, column: int, byte: int) -> str:
+    return f"{file}, line {lineno}, column {column}: byte 0x{byte:02X} is not valid UTF-8"
+
+
 def read_reviews(file: str | Path,  # a `positive.review` or `negative.review` file of sorted_data_acl
+                 errors: str = 'warn',  # bytes that are not UTF-8: 'warn' (replace by U+FFFD, warn with count and place) or 'raise'
                 ) -> list[str]:  # the review texts, in file order
     "The `<review_text>` of every `<review>` of one pseudo-XML review file (Sec. 3.1, Amazon Reviews)."
     file = Path(file)
+    if errors not in _DECODE_ERRORS: raise ValueError(f"errors must be one of {_DECODE_ERRORS}; got {errors!r}")
     if not file.is_file():
         raise FileNotFoundError(f"Review file {file} not found: expected a sorted_data_acl .review file "
                                 f"(one <review> element per review), from {AMAZON_SOURCE}.")
     texts, start, in_text, has_text, lines = [], None, False, False, []
-    with open(file, encoding='utf-8', errors='replace') as f:
-        for lineno, raw in enumerate(f, 1):
-            tag = raw.strip()
-            where = f"{file}: review {len(texts) + 1} (starting at line {start})"
-            if start is None:  # between reviews: only a new <review> matters
-                if tag == '<review>': start, has_text, lines = lineno, False, []
-                continue
-            if in_text:
-                if tag == '</review_text>': in_text, has_text = False, True
-                elif tag in ('<review>', '</review>'):
-                    raise ValueError(f"{where}: <review_text> is not closed before {tag} at line {lineno}")
-                elif tag: lines.append(tag)
-            elif tag == '<review_text>':
-                if has_text: raise ValueError(f"{where}: a second <review_text> at line {lineno}")
-                in_text = True
-            elif tag == '</review>':
-                if not has_text:
-                    raise ValueError(f"{where}, line {lineno}: this review has no <review_text> element")
-                texts.append(' '.join(lines))
-                start = None
-            elif tag == '<review>':
-                raise ValueError(f"{where}: not closed by </review> before the next <review> at line {lineno}")
+    replaced, first_bad = 0, None
+    for lineno, raw, bad in _text_lines(file):
+        if bad:
+            if errors == 'raise':
+                raise ValueError(f"{_not_utf8(file, lineno, *bad[0])}; errors='warn' replaces such bytes by U+FFFD")
+            replaced, first_bad = replaced + len(bad), first_bad or (lineno, *bad[0])
+            raw = _MARKERS.sub('\ufffd', raw)
+        tag = raw.strip()
+        where = f"{file}: review {len(texts) + 1} (starting at line {start})"
+        if start is None:  # between reviews: only a new <review> matters
+            if tag == '<review>': start, has_text, lines = lineno, False, []
+            continue
+        if in_text:
+            if tag == '</review_text>': in_text, has_text = False, True
+            elif tag in ('<review>', '</review>'):
+                raise ValueError(f"{where}: <review_text> is not closed before {tag} at line {lineno}")
+            elif tag: lines.append(tag)
+        elif tag == '<review_text>':
+            if has_text: raise ValueError(f"{where}: a second <review_text> at line {lineno}")
+            in_text = True
+        elif tag == '</review>':
+            if not has_text:
+                raise ValueError(f"{where}, line {lineno}: this review has no <review_text> element")
+            texts.append(' '.join(lines))
+            start = None
+        elif tag == '<review>':
+            raise ValueError(f"{where}: not closed by </review> before the next <review> at line {lineno}")
     if start is not None:
         raise ValueError(f"{file}: review {len(texts) + 1} (starting at line {start}) is not closed: end of file")
     if not texts:
         raise ValueError(f"{file}: no <review> element found; expected a sorted_data_acl .review file")
+    if replaced:
+        lineno, column, byte = first_bad
+        warnings.warn(f"{file}: {replaced} byte sequence(s) that are not valid UTF-8 were replaced by U+FFFD, the first "
+                      f"at line {lineno}, column {column} (byte 0x{byte:02X}); errors='raise' makes this an error",
+                      UnicodeWarning, stacklevel=2)
     return texts
 
 # %% ../nbs/00_data.ipynb #148daa04
@@ -125,6 +160,7 @@ def _amazon_folder(root: Path, domain: str) -> Path:
 
 def amazon_reviews(path: str | Path | None = None,  # sorted_data_acl folder; default $HRKD_DATA_DIR/amazon/sorted_data_acl
                    seed: int = 11111,  # split seed; 11111 reproduces Table 1
+                   errors: str = 'warn',  # review bytes that are not UTF-8: 'warn' (U+FFFD, counted) or 'raise'
                   ) -> DatasetDict:  # train/dev/test with columns text, label, domain
     "The Amazon Reviews train/dev/test split of Table 1 (Sec. 3.1): 4 domains, 0 negative / 1 positive."
     root = Path(path) if path is not None else data_dir('amazon', 'sorted_data_acl')
@@ -136,7 +172,7 @@ def amazon_reviews(path: str | Path | None = None,  # sorted_data_acl folder; de
         folder = _amazon_folder(root, domain)
         for sentiment in ('positive', 'negative'):  # the protocol's order: positives first
             label = AMAZON_LABELS.index(sentiment)
-            rows += [(text, label, domain) for text in read_reviews(folder / f'{sentiment}.review')]
+            rows += [(text, label, domain) for text in read_reviews(folder / f'{sentiment}.review', errors)]
     parts = meta_kd_split(pd.DataFrame(rows, columns=['text', 'label', 'domain']), 'label', seed)
     features = Features({'text': Value('string'), 'label': ClassLabel(names=AMAZON_LABELS),
                          'domain': Value('string')})
@@ -216,25 +252,41 @@ def head_count(n: int,  # rows of one domain
     return math.floor(Fraction(str(fraction)) * n)
 
 # %% ../nbs/00_data.ipynb #417d3069
+def _utf8_lines(file: Path, newline: str | None = None) -> Iterator[tuple[int, str]]:
+    "(line number, line) of a UTF-8 text file; a byte that is not UTF-8 is an error naming the file, line and column."
+    for lineno, line, bad in _text_lines(file, newline):
+        if bad: raise ValueError(f"{_not_utf8(file, lineno, *bad[0])}: save the file as UTF-8")
+        yield lineno, line
+
+
 def _jsonl_records(file: Path) -> Iterator[tuple[int, dict]]:
     "(line number, object) for every non-blank line of a JSON-lines file."
-    with open(file, encoding='utf-8') as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip(): continue
-            try: record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{file}, line {lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{file}, line {lineno}: expected a JSON object, got {type(record).__name__}")
-            yield lineno, record
+    for lineno, line in _utf8_lines(file):
+        text = line.rstrip('\r\n')  # json.loads of the line with its newline puts an error at the end on "line 2, column 1"
+        if not text.strip(): continue
+        try: record = json.loads(text)
+        except json.JSONDecodeError as e:  # one line: e.pos is the 0-based column
+            end = ' (end of line)' if e.pos >= len(text) else ''
+            raise ValueError(f"{file}, line {lineno}, column {e.pos + 1}{end}: not valid JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{file}, line {lineno}: expected a JSON object, got {type(record).__name__}")
+        yield lineno, record
 
 
 def _table_records(file: Path, delimiter: str, quoting: int) -> Iterator[tuple[int, dict]]:
     "(line number, row) for every row of a CSV/TSV file with a header line."
-    with open(file, encoding='utf-8', newline='') as f:
-        reader = csv.DictReader(f, delimiter=delimiter, quoting=quoting)
-        for record in reader:
-            yield reader.line_num, record
+    last = [0]  # the number of the line the reader read last
+
+    def lines():
+        for lineno, line in _utf8_lines(file, newline=''):
+            last[0] = lineno
+            yield line
+    reader = csv.DictReader(lines(), delimiter=delimiter, quoting=quoting)
+    while True:
+        try: record = next(reader)
+        except StopIteration: return
+        except csv.Error as e: raise ValueError(f"{file}, line {last[0]}: not a valid table row ({e})") from None
+        yield reader.line_num, record
 
 
 def _records(file: Path) -> Iterator[tuple[int, dict]]:
@@ -541,8 +593,8 @@ def tokenize(
 _TOKEN_COLUMNS = ('input_ids', 'token_type_ids', 'attention_mask')
 
 
-def _collate_columns(columns: Mapping[str, list], pad_token_id: int = 0) -> dict[str, torch.Tensor]:
-    "Column lists (as `Dataset[indices]` returns them) -> a batch of long tensors."
+def _collate_columns(columns: Mapping[str, list], pad_token_id: int = 0, trim: bool = False) -> dict[str, torch.Tensor]:
+    "Column lists (as `Dataset[indices]` returns them) -> a batch of long tensors; `trim`: cut trailing all-padding columns."
     ids = columns['input_ids']
     if len(ids) == 0: raise ValueError("A batch needs at least one row; got none")
     lengths = [len(x) for x in ids]
@@ -558,31 +610,85 @@ def _collate_columns(columns: Mapping[str, list], pad_token_id: int = 0) -> dict
         filled = torch.full((len(ids), width), pad_token_id if name == 'input_ids' else 0, dtype=torch.long)
         for i, row in enumerate(values): filled[i, :len(row)] = torch.as_tensor(row, dtype=torch.long)
         batch[name] = filled  # [B, T]
+    if trim: batch = trim_padding(batch)
     for column, name in (('label', 'labels'), ('domain_id', 'domain_ids')):
         if column in columns: batch[name] = torch.tensor(columns[column], dtype=torch.long)  # [B]
     return batch
 
 
+def trim_padding(batch: Mapping[str, torch.Tensor],  # input_ids/token_type_ids/attention_mask [B, T] (+ other keys, kept)
+                ) -> dict[str, torch.Tensor]:  # the same batch, token columns cut to [B, T'] with T' <= T
+    "Drop the trailing positions that are padding in every row: each batch padded only to its longest row."
+    mask = batch['attention_mask']  # [B, T]
+    real = mask.any(0).nonzero()  # positions holding a real token in some row
+    width = int(real[-1]) + 1 if len(real) else 1
+    if width == mask.shape[1]: return dict(batch)
+    return {k: v[:, :width].contiguous() if k in _TOKEN_COLUMNS else v for k, v in batch.items()}
+
+
 def collate(rows: Sequence[Mapping],  # tokenized rows (dicts with input_ids, ..., label, domain_id)
             pad_token_id: int = 0,  # the tokenizer's pad id, used when rows differ in length
+            trim: bool = False,  # also cut fixed-length padding: pad only to the longest row's real length
            ) -> dict[str, torch.Tensor]:  # input_ids/token_type_ids/attention_mask [B, T]; labels, domain_ids [B]
     "Rows -> `torch.long` tensors, padded to the longest row (a DataLoader `collate_fn`)."
     if not rows: raise ValueError("A batch needs at least one row; got none")
-    return _collate_columns({k: [r[k] for r in rows] for k in rows[0]}, pad_token_id)
+    return _collate_columns({k: [r[k] for r in rows] for k in rows[0]}, pad_token_id, trim)
 
 # %% ../nbs/00_data.ipynb #8135e9e7
+def _row_lengths(data: Dataset) -> np.ndarray:  # [N] int
+    "Real tokens of every row: the sum of its attention_mask (the length of its input_ids where there is no mask)."
+    column = 'attention_mask' if 'attention_mask' in data.column_names else 'input_ids'
+    array = data.select_columns([column]).with_format('arrow')[:][column].combine_chunks()  # list<int> per row
+    counts = pc.list_value_length(array).to_numpy(zero_copy_only=False).astype(np.int64)  # [N]
+    if column == 'input_ids': return counts
+    totals = np.concatenate([[0], np.cumsum(pc.list_flatten(array).to_numpy(zero_copy_only=False), dtype=np.int64)])
+    ends = np.cumsum(counts)
+    return totals[ends] - totals[ends - counts]
+
+
+def _bucket_order(order: torch.Tensor,  # [S, n] row indices: one stream per domain (S = 1 for a pooled loader)
+                  lengths: np.ndarray,  # [N] real length of every dataset row
+                  batch_size: int,  # rows per batch (per stream)
+                  chunk: int,  # batches per chunk
+                  *keys,  # seed of the batch shuffle: (seed, epoch)
+                 ) -> torch.Tensor:  # [S, n] the same rows, regrouped
+    "Length buckets: in each chunk of `chunk` batches, sort every stream's rows by length, cut them into batches and shuffle the chunk's batches (one permutation for all streams, so the streams' batches at a step have similar lengths)."
+    out, n = order.clone(), order.shape[1]
+    rows_per_chunk = chunk * batch_size
+    for c, start in enumerate(range(0, n, rows_per_chunk)):
+        stop = min(start + rows_per_chunk, n)
+        full = (stop - start) // batch_size  # whole batches in this chunk (a last, smaller batch stays last)
+        perm = _permutation(full, *keys, 'bucket', c)  # [full]
+        for s in range(order.shape[0]):
+            rows = order[s, start:stop]
+            rows = rows[torch.from_numpy(np.argsort(lengths[rows.numpy()], kind='stable'))]  # shortest first; ties keep the shuffle
+            batches = rows[:full * batch_size].view(full, batch_size)[perm].reshape(-1)
+            out[s, start:stop] = torch.cat([batches, rows[full * batch_size:]])
+    return out
+
+
 class _Batches:
-    "Shared epoch/step bookkeeping of the loaders: `len`, iteration from `step`, `set_epoch`, state dicts."
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, pad_token_id: int):
+    "Shared epoch/step bookkeeping of the loaders: `len`, iteration from `step`, `set_epoch`, state dicts, trimming and length buckets."
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, pad_token_id: int, trim: bool = False,
+                 bucket: int | None = None):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        if bucket is not None and (isinstance(bucket, bool) or not isinstance(bucket, int) or bucket < 1):
+            raise ValueError(f"bucket must be None or a positive number of batches per chunk; got {bucket!r}")
         missing = [c for c in ('input_ids', 'domain_id') if c not in dataset.column_names]
         if missing: raise ValueError(f"the dataset has no {missing} column: tokenize() it first; "
                                      f"columns: {dataset.column_names}")
         wanted = [c for c in (*_TOKEN_COLUMNS, 'label', 'domain_id') if c in dataset.column_names]
         self.data = dataset.select_columns(wanted)
         self.batch_size, self.seed, self.pad_token_id = batch_size, seed, pad_token_id
+        self.trim, self.bucket, self._lengths = bool(trim), bucket, None
         self.epoch, self.step, self.steps, self._order = 0, 0, 0, None
+
+    def _bucketed(self, order: torch.Tensor) -> torch.Tensor:  # [S, n] -> [S, n]
+        "The epoch's order regrouped into length buckets (when `bucket` is set)."
+        if self.bucket is None: return order
+        if self._lengths is None: self._lengths = _row_lengths(self.data)
+        return _bucket_order(order, self._lengths, self.batch_size, self.bucket, self.seed, self.epoch)
 
     def __len__(self): return self.steps
 
@@ -592,12 +698,14 @@ class _Batches:
 
     def state_dict(self) -> dict:
         "Where the loader stands: an interrupted run resumes from here with identical batches."
-        return {'seed': self.seed, 'epoch': self.epoch, 'step': self.step, 'batch_size': self.batch_size,
-                'steps': self.steps}
+        state = {'seed': self.seed, 'epoch': self.epoch, 'step': self.step, 'batch_size': self.batch_size,
+                 'steps': self.steps}
+        return state if self.bucket is None else {**state, 'bucket': self.bucket}
 
     def load_state_dict(self, state: Mapping):
-        "Resume at `state['epoch']`, `state['step']` (seed, batch size and epoch length must match)."
-        for key in ('seed', 'batch_size', 'steps'):
+        "Resume at `state['epoch']`, `state['step']` (seed, batch size, epoch length and buckets must match)."
+        state = {'bucket': None, **state}
+        for key in ('seed', 'batch_size', 'steps', 'bucket'):
             if state[key] != getattr(self, key):
                 raise ValueError(f"state_dict has {key}={state[key]!r} but this loader has {getattr(self, key)!r}: "
                                  "its batches would differ")
@@ -605,7 +713,7 @@ class _Batches:
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         "The batch of `step` in the current epoch."
-        return _collate_columns(self.data[self.batch_indices(step).reshape(-1).tolist()], self.pad_token_id)
+        return _collate_columns(self.data[self.batch_indices(step).reshape(-1).tolist()], self.pad_token_id, self.trim)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for step in range(self.step if self.step < self.steps else 0, self.steps):
@@ -631,8 +739,10 @@ class MultiDomainLoader(_Batches):
                  seed: int = 0,  # seed of all reshuffles
                  drop_last: bool = False,  # floor instead of ceil for the epoch length
                  epoch_domain: str | None = None,  # domain whose size sets the epoch length; default the largest
-                 pad_token_id: int = 0):  # for dynamic padding
-        super().__init__(dataset, batch_size, seed, pad_token_id)
+                 pad_token_id: int = 0,  # for dynamic padding
+                 trim: bool = False,  # pad each batch only to its longest row (cut fixed-length padding)
+                 bucket: int | None = None):  # length buckets: sort rows within chunks of this many steps (with trim)
+        super().__init__(dataset, batch_size, seed, pad_token_id, trim, bucket)
         names, ids = _domain_rows(self.data)
         self.domains = list(domains) if domains is not None else names
         unknown = [d for d in self.domains if d not in names]
@@ -659,7 +769,7 @@ class MultiDomainLoader(_Batches):
         "The dataset rows of `step` in the current epoch, one row of `b` indices per domain."
         if not 0 <= step < self.steps: raise IndexError(f"step {step} outside the epoch's {self.steps} steps")
         if self._order is None:
-            self._order = torch.stack([self._stream(d) for d in range(len(self.domains))])  # [D, steps * b]
+            self._order = self._bucketed(torch.stack([self._stream(d) for d in range(len(self.domains))]))  # [D, steps * b]
         return self._order[:, step * self.batch_size:(step + 1) * self.batch_size]
 
 # %% ../nbs/00_data.ipynb #d37346e3
@@ -671,8 +781,12 @@ class PooledLoader(_Batches):
                  seed: int = 0,  # seed of the per-epoch shuffle
                  shuffle: bool = True,  # False: dataset order (evaluation)
                  drop_last: bool = False,  # drop a last, smaller batch
-                 pad_token_id: int = 0):  # for dynamic padding
-        super().__init__(dataset, batch_size, seed, pad_token_id)
+                 pad_token_id: int = 0,  # for dynamic padding
+                 trim: bool = False,  # pad each batch only to its longest row (cut fixed-length padding)
+                 bucket: int | None = None):  # length buckets: sort rows within chunks of this many batches (shuffle only)
+        super().__init__(dataset, batch_size, seed, pad_token_id, trim, bucket)
+        if bucket is not None and not shuffle:
+            raise ValueError("bucket reorders rows; an unshuffled (evaluation) loader keeps the dataset order: use trim alone")
         self.shuffle, self.drop_last, n = shuffle, drop_last, dataset.num_rows
         if n == 0: raise ValueError("the dataset has no rows: a loader needs at least one")
         self.steps = n // batch_size if drop_last else math.ceil(n / batch_size)
@@ -683,7 +797,8 @@ class PooledLoader(_Batches):
         if not 0 <= step < self.steps: raise IndexError(f"step {step} outside the epoch's {self.steps} steps")
         if self._order is None:
             n = self.data.num_rows
-            self._order = _permutation(n, self.seed, self.epoch, 'pooled') if self.shuffle else torch.arange(n)
+            self._order = (self._bucketed(_permutation(n, self.seed, self.epoch, 'pooled')[None])[0] if self.shuffle
+                           else torch.arange(n))
         return self._order[step * self.batch_size:(step + 1) * self.batch_size]
 
 
@@ -691,15 +806,20 @@ def mixed_loader(dataset: Dataset,  # one tokenized split, all domains
                  batch_size: int = 32,  # rows per batch
                  seed: int = 0,  # seed of the per-epoch shuffle
                  drop_last: bool = False,
-                 pad_token_id: int = 0) -> PooledLoader:
+                 pad_token_id: int = 0,
+                 trim: bool = False,  # pad each batch only to its longest row
+                 bucket: int | None = None) -> PooledLoader:  # length buckets of this many batches
     "All domains pooled and reshuffled every epoch: the training loader of the single 'mix' model (Tables 2-3)."
-    return PooledLoader(dataset, batch_size, seed, shuffle=True, drop_last=drop_last, pad_token_id=pad_token_id)
+    return PooledLoader(dataset, batch_size, seed, shuffle=True, drop_last=drop_last, pad_token_id=pad_token_id,
+                        trim=trim, bucket=bucket)
 
 
 def eval_loaders(dataset: Dataset,  # one tokenized split (dev or test)
                  batch_size: int = 32,  # rows per batch
                  domains: Sequence[str] | None = None,  # default: all domains of the dataset
-                 pad_token_id: int = 0) -> dict[str, PooledLoader]:  # domain -> loader in dataset order
+                 pad_token_id: int = 0,
+                 trim: bool = False,  # pad each batch only to its longest row (same predictions, less work)
+                ) -> dict[str, PooledLoader]:  # domain -> loader in dataset order
     "One unshuffled loader per domain, for per-domain dev/test accuracy."
     names, ids = _domain_rows(dataset)
     loaders = {}
@@ -707,5 +827,5 @@ def eval_loaders(dataset: Dataset,  # one tokenized split (dev or test)
         if d not in names: raise ValueError(f"unknown domain {d!r}; the dataset's domains: {names}")
         rows = np.flatnonzero(ids == names.index(d)).tolist()
         if not rows: raise ValueError(f"domain {d!r} has no rows in this dataset: nothing to evaluate")
-        loaders[d] = PooledLoader(dataset.select(rows), batch_size, shuffle=False, pad_token_id=pad_token_id)
+        loaders[d] = PooledLoader(dataset.select(rows), batch_size, shuffle=False, pad_token_id=pad_token_id, trim=trim)
     return loaders

@@ -46,16 +46,55 @@ def _check_pair(
         raise ValueError(f"{student_name} {tuple(student.shape)} and {teacher_name} {tuple(teacher.shape)} "
                          f"must have the same shape{hint}")
 
+# %% ../nbs/02_losses.ipynb #57aa20a3
+class _SquaredError(torch.autograd.Function):
+    "Per-example sum of (s - t)^2 over all non-batch axes, rows optionally weighted; backward in one pass."
+    @staticmethod
+    def forward(ctx, student, teacher, row_weights):  # [B, R, F], [B, R, F], [B, R] or None -> [B]
+        diff = student - teacher  # [B, R, F], in the promoted dtype (float32 for a bf16 student and a float32 teacher)
+        if row_weights is None: squares = torch.linalg.vector_norm(diff.flatten(1), dim=1).square()  # [B]
+        else: squares = (torch.linalg.vector_norm(diff, dim=-1).square() * row_weights).sum(1)  # [B]
+        ctx.save_for_backward(diff, row_weights)
+        ctx.dtypes = student.dtype, teacher.dtype
+        return squares
+
+    @staticmethod
+    def backward(ctx, grad):  # [B]
+        diff, row_weights = ctx.saved_tensors
+        scale = 2 * grad[:, None] if row_weights is None else 2 * grad[:, None] * row_weights  # [B, 1] or [B, R]
+        grad_student = diff * scale.view(*scale.shape, *[1] * (diff.dim() - 2))  # d/ds sum (s - t)^2 = 2 (s - t)
+        return (grad_student.to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None,
+                grad_student.neg().to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None, None)
+
+
+def _check_padding(x: torch.Tensor,  # [B, T, ...] the tensor whose positions are counted
+                   attention_mask: torch.Tensor | None,  # [B, T] or None
+                   full_length: int | None,  # the fixed length whose normaliser is kept, or None
+                  ) -> tuple[torch.Tensor | None, int]:  # (row weights [B, T] float or None, length of the normaliser)
+    "Validate the dynamic-padding arguments of a layer loss: the row weights and the length L of its normaliser."
+    tokens = x.shape[1]
+    if full_length is not None and (isinstance(full_length, bool) or not isinstance(full_length, int) or full_length < tokens):
+        raise ValueError(f"full_length must be an int >= the batch's {tokens} positions (the fixed length the batch "
+                         f"was trimmed from); got {full_length!r}")
+    if attention_mask is not None and tuple(attention_mask.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"attention_mask must have shape [B, T] = {tuple(x.shape[:2])}; got {tuple(attention_mask.shape)}")
+    weights = None if attention_mask is None else attention_mask.to(torch.float32)
+    return weights, full_length or tokens
+
 # %% ../nbs/02_losses.ipynb #83355981
 def embedding_loss(
     student_embeddings: torch.Tensor,  # [B, T, F] student embedding output, already projected by W^embd
     teacher_embeddings: torch.Tensor,  # [B, T, F] teacher embedding output
     reduction: str = 'mean',  # 'mean' -> scalar; 'none' -> [B], each example's mean over its T*F elements
+    full_length: int | None = None,  # dynamic padding: divide by full_length*F (the fixed length's count), not T*F
+    attention_mask: torch.Tensor | None = None,  # [B, T] 1 = real token: leave padded positions out (None: all, the paper's)
 ) -> torch.Tensor:  # [] or [B]
     "MSE between the projected student embeddings and the teacher embeddings (Eq. 1)"
     _check_pair(student_embeddings, teacher_embeddings, 'student_embeddings/teacher_embeddings', 3,
                 ' (project the student embeddings to the teacher width with W^embd first)')
-    return _reduce((student_embeddings - teacher_embeddings).pow(2), reduction)
+    weights, length = _check_padding(student_embeddings, attention_mask, full_length)
+    squares = _SquaredError.apply(student_embeddings, teacher_embeddings, weights)  # [B]
+    return _reduce((squares / (length * student_embeddings.shape[-1]))[:, None], reduction)
 
 # %% ../nbs/02_losses.ipynb #16b4d6f2
 _NORMALIZATIONS = ('paper', 'released')
@@ -86,6 +125,8 @@ def attention_loss(
     teacher_scores: torch.Tensor,  # [B, H, T, T] pre-softmax attention scores of the matched teacher layer n
     mask_threshold: float = -100.,  # entries <= this (masked keys) are replaced by 0 in both tensors
     reduction: str = 'mean',  # 'mean' -> scalar; 'none' -> [B], each example's mean over its H*T*T elements
+    full_length: int | None = None,  # dynamic padding: divide by H*full_length^2 (the fixed length's count), not H*T*T
+    attention_mask: torch.Tensor | None = None,  # [B, T] 1 = real token: leave padded query rows out (None: all, the paper's)
 ) -> torch.Tensor:  # [] or [B]
     "Mean over heads of the per-head MSE between student and teacher attention scores (Eq. 3)"
     for name, x in (('student_scores', student_scores), ('teacher_scores', teacher_scores)):
@@ -95,40 +136,47 @@ def attention_loss(
         raise ValueError(f"Eq. (3) pairs heads one to one: student_scores has {student_scores.shape[1]} heads but "
                          f"teacher_scores has {teacher_scores.shape[1]}; use a student with as many heads as the teacher")
     _check_pair(student_scores, teacher_scores, 'student_scores/teacher_scores', 4)
+    weights, length = _check_padding(student_scores.transpose(1, 2), attention_mask, full_length)  # rows: query positions
     with torch.autocast(student_scores.device.type, enabled=False):
-        squares = _ThresholdedSquaredError.apply(student_scores.float(), teacher_scores.float(), mask_threshold)  # [B]
-    return _reduce((squares / student_scores[0].numel())[:, None], reduction)  # mean over the H*T*T elements
+        squares = _ThresholdedSquaredError.apply(student_scores.float(), teacher_scores.float(), mask_threshold, weights)  # [B]
+    count = student_scores[0].numel() if full_length is None else student_scores.shape[1] * length * length  # H*T*T
+    return _reduce((squares / count)[:, None], reduction)  # mean over the H*T*T elements
 
 class _ThresholdedSquaredError(torch.autograd.Function):
-    "Per-example sum of (s' - t')^2 where x' = x with entries <= threshold set to 0; one pass backward."
+    "Per-example sum of (s' - t')^2, x' = x with entries <= threshold set to 0, query rows optionally weighted; one pass backward."
     @staticmethod
-    def forward(ctx, student, teacher, threshold):  # [B, ...], [B, ...], float -> [B]
-        keep_student = student > threshold
-        keep_teacher = teacher > threshold
-        diff = torch.where(keep_student, student, 0.).sub_(torch.where(keep_teacher, teacher, 0.))  # [B, ...]
-        flat = diff.flatten(1)
-        squares = torch.linalg.vecdot(flat, flat)  # [B]
-        ctx.save_for_backward(diff, keep_student, keep_teacher)
+    def forward(ctx, student, teacher, threshold, row_weights):  # [B, H, T, S], [B, H, T, S], float, [B, T] or None -> [B]
+        diff = F.threshold(student, threshold, 0.).sub_(F.threshold(teacher, threshold, 0.))  # s' - t', [B, H, T, S]
+        if row_weights is None: squares = torch.linalg.vector_norm(diff.flatten(1), dim=1).square()  # [B]
+        else: squares = (torch.linalg.vector_norm(diff, dim=-1).square() * row_weights[:, None, :]).sum((1, 2))  # [B]
+        # d/ds' (s' - t')^2 = 2 (s' - t'), and ds'/ds = 1 where s > threshold, else 0 (likewise for the teacher)
+        threshold_backward = torch.ops.aten.threshold_backward
+        student_part = threshold_backward(diff, student, threshold) if ctx.needs_input_grad[0] else None
+        teacher_part = threshold_backward(diff, teacher, threshold).neg_() if ctx.needs_input_grad[1] else None
+        ctx.save_for_backward(student_part, teacher_part, row_weights)
         return squares
 
     @staticmethod
     def backward(ctx, grad):  # grad [B]
-        diff, keep_student, keep_teacher = ctx.saved_tensors
-        scale = (2 * grad).view(-1, *[1] * (diff.dim() - 1))  # [B, 1, ...]
-        student_grad = torch.where(keep_student, diff * scale, 0.) if ctx.needs_input_grad[0] else None
-        teacher_grad = torch.where(keep_teacher, diff * -scale, 0.) if ctx.needs_input_grad[1] else None
-        return student_grad, teacher_grad, None
+        student_part, teacher_part, row_weights = ctx.saved_tensors
+        scale = (2 * grad).view(-1, 1, 1, 1) if row_weights is None else (2 * grad[:, None] * row_weights)[:, None, :, None]
+        return (student_part * scale if student_part is not None else None,
+                teacher_part * scale if teacher_part is not None else None, None, None)
 
 # %% ../nbs/02_losses.ipynb #99e6c28e
 def hidden_loss(
     student_hidden: torch.Tensor,  # [B, T, F] output of student layer m, already projected by W^hidn_m
     teacher_hidden: torch.Tensor,  # [B, T, F] output of the matched teacher layer n
     reduction: str = 'mean',  # 'mean' -> scalar; 'none' -> [B], each example's mean over its T*F elements
+    full_length: int | None = None,  # dynamic padding: divide by full_length*F (the fixed length's count), not T*F
+    attention_mask: torch.Tensor | None = None,  # [B, T] 1 = real token: leave padded positions out (None: all, the paper's)
 ) -> torch.Tensor:  # [] or [B]
     "MSE between the projected output of a student layer and the output of its matched teacher layer (Eq. 4)"
     _check_pair(student_hidden, teacher_hidden, 'student_hidden/teacher_hidden', 3,
                 ' (project the student hidden states to the teacher width with W^hidn_m first)')
-    return _reduce((student_hidden - teacher_hidden).pow(2), reduction)
+    weights, length = _check_padding(student_hidden, attention_mask, full_length)
+    squares = _SquaredError.apply(student_hidden, teacher_hidden, weights)  # [B]
+    return _reduce((squares / (length * student_hidden.shape[-1]))[:, None], reduction)
 
 # %% ../nbs/02_losses.ipynb #313d762a
 def domain_one_hot(
@@ -212,6 +260,8 @@ def kd_losses(
     normalization: str = 'paper',  # Eq. (2) scale: 'paper' (sum over classes) or 'released' (mean over classes)
     example_weights: torch.Tensor | None = None,  # [B] weights of the per-example attention + hidden losses
     mask_threshold: float = -100.,  # attention scores <= this are masked keys, set to 0 (Eq. 3)
+    full_length: int | None = None,  # dynamic padding: keep the normalisers of this fixed length (see below)
+    attention_mask: torch.Tensor | None = None,  # [B, T] 1 = real token: padded positions out of Eqs. (1), (3), (4)
 ) -> KDLosses:  # embedding [D], attention [M, D], hidden [M, D], prediction [D] or None
     "Per-domain embedding, attention, hidden-state and prediction losses of a batch mixing all domains (Eqs. (1)-(4))"
     layer_map = _check_layers(student_hidden, teacher_hidden, student_scores, teacher_scores, layer_map)
@@ -220,10 +270,11 @@ def kd_losses(
     teacher_hidden = [h.detach() for h in teacher_hidden]
     teacher_scores = [a.detach() for a in teacher_scores]
     num_student = len(student_scores)  # M
-    embedding = embedding_loss(student_hidden[0], teacher_hidden[0], reduction='none')  # [B]
+    padding = dict(full_length=full_length, attention_mask=attention_mask)
+    embedding = embedding_loss(student_hidden[0], teacher_hidden[0], reduction='none', **padding)  # [B]
     attention = torch.stack([attention_loss(student_scores[m - 1], teacher_scores[layer_map[m] - 1], mask_threshold,
-                                            reduction='none') for m in range(1, num_student + 1)])  # [M, B]
-    hidden = torch.stack([hidden_loss(student_hidden[m], teacher_hidden[layer_map[m]], reduction='none')
+                                            reduction='none', **padding) for m in range(1, num_student + 1)])  # [M, B]
+    hidden = torch.stack([hidden_loss(student_hidden[m], teacher_hidden[layer_map[m]], reduction='none', **padding)
                           for m in range(1, num_student + 1)])  # [M, B]
     if example_weights is not None:
         if example_weights.shape != embedding.shape:

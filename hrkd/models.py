@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['ATTENTION_IMPLEMENTATION', 'HEAD_ACTIVATIONS', 'HEADS_FILE', 'FIT_INITS', 'PAPER_TEACHER', 'PAPER_STUDENT',
-           'OFFLINE_TEACHER', 'OFFLINE_STUDENT_LAYERS', 'inverted_dropout', 'Dropout', 'use_fast_dropout',
-           'score_attention', 'register_score_attention', 'use_score_attention', 'MultiDomainOutput',
-           'domain_head_logits', 'MultiDomainBert', 'uniform_layer_map', 'project_hidden_states', 'FitProjections',
-           'resolve_pretrained', 'load_encoder', 'load_tokenizer', 'teacher_from_pretrained', 'student_from_pretrained',
-           'select_layers', 'student_from_layers', 'tinybert_config', 'student_from_config']
+           'OFFLINE_TEACHER', 'OFFLINE_STUDENT_LAYERS', 'dropout_keep_mask', 'inverted_dropout', 'Dropout',
+           'use_fast_dropout', 'score_attention', 'register_score_attention', 'use_score_attention',
+           'MultiDomainOutput', 'domain_head_logits', 'MultiDomainBert', 'uniform_layer_map', 'project_hidden_states',
+           'FitProjections', 'resolve_pretrained', 'load_encoder', 'load_tokenizer', 'teacher_from_pretrained',
+           'student_from_pretrained', 'select_layers', 'student_from_layers', 'tinybert_config', 'student_from_config']
 
 # %% ../nbs/01_models.ipynb #e23ccd59
 import copy
@@ -29,6 +29,33 @@ from transformers import AttentionInterface, AutoTokenizer, BertConfig, BertMode
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 # %% ../nbs/01_models.ipynb #342b0aea
+def dropout_keep_mask(
+    shape: tuple,  # [...] shape of the tensor that dropout acts on
+    p: float,  # probability of zeroing an element, 0 <= p < 1 (rounded to a multiple of 1/65536)
+    device: torch.device | str | None = None,
+) -> torch.Tensor:  # [...] bool, True = keep (probability 1 - p)
+    "Keep mask of `inverted_dropout`: lanes 0-2 (16 bits each) of 64-bit random words drawn with torch's generator."
+    n = math.prod(shape)
+    words = torch.empty((n + 2) // 3, 4, dtype=torch.int16, device=device)
+    words.view(torch.int64).random_()  # uniform on [0, 2**63): lanes 0-2 (the low 48 bits) are uniform 16-bit integers
+    keep = torch.empty((n + 2) // 3, 3, dtype=torch.bool, device=device)  # element i: lane i % 3 of word i // 3
+    for lane in range(3):  # one long strided pass per lane: no copy of the lanes, 2x faster than comparing [n/3, 3]
+        torch.ge(words[:, lane], -32768 + round(p * 65536), out=keep[:, lane])
+    return keep.view(-1)[:n].view(shape)
+
+class _MaskedScale(torch.autograd.Function):
+    "where(keep, x, 0) * scale, forward and backward in one `where` and one in-place multiply each; saves the mask only."
+    @staticmethod
+    def forward(ctx, x, keep, scale):  # [...], [...] bool, float -> [...] like x
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return torch.where(keep, x, 0.).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (keep,) = ctx.saved_tensors
+        return torch.where(keep, grad, 0.).mul_(ctx.scale), None, None
+
 def inverted_dropout(
     x: torch.Tensor,  # [...] any shape and dtype
     p: float,  # probability of zeroing an element, 0 <= p < 1 (rounded to a multiple of 1/65536)
@@ -37,12 +64,7 @@ def inverted_dropout(
     "Dropout whose mask comes from 16-bit lanes of 64-bit random words drawn with torch's generator."
     if not 0 <= p < 1: raise ValueError(f"dropout probability must be in [0, 1); got {p}")
     if not training or p == 0: return x
-    n = x.numel()
-    words = torch.empty((n + 2) // 3, 4, dtype=torch.int16, device=x.device)
-    words.view(torch.int64).random_()  # uniform on [0, 2**63): lanes 0-2 (the low 48 bits) are uniform 16-bit integers
-    lanes = words[:, :3].reshape(-1)[:n].view(x.shape)  # [...] int16, uniform on [-32768, 32767]
-    keep = lanes >= -32768 + round(p * 65536)  # [...] True with probability 1 - p
-    return torch.where(keep, x * (1.0 / (1.0 - p)), 0.)
+    return _MaskedScale.apply(x, dropout_keep_mask(x.shape, p, x.device), 1.0 / (1.0 - p))
 
 class Dropout(nn.Dropout):
     "`nn.Dropout` computed with `inverted_dropout`."
@@ -72,14 +94,22 @@ def score_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:  # (context [B, T, H, d], scores [B, H, T, S] float32, pre-softmax)
     "Scaled dot-product attention that returns its PRE-softmax scores QK^T/sqrt(d) + mask as the weights (Eq. 3)."
     if scaling is None: scaling = query.shape[-1] ** -0.5
+    dropout = dropout if module.training else 0.0
     # The [B, H, T, S] work runs in float32 even under autocast: the scores are a distillation target, and casting the
     # small [B, H, T, d] inputs costs less than casting the scores and probabilities (d = 32..64 < S = 128).
+    # Q, K, V arrive as strided views of [B, T, H*d]; matmul would copy them anyway: cast and copy in one pass.
     with torch.autocast(query.device.type, enabled=False):
-        scores = torch.matmul(query.float() * scaling, key.float().transpose(2, 3))  # [B, H, T, S]; 1/sqrt(d) folded into Q
+        q = query.to(torch.float32, memory_format=torch.contiguous_format, copy=True).mul_(scaling)  # 1/sqrt(d) folded into Q
+        k = key.to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # K^T: a transposed operand, no copy
+        v = value.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+        scores = torch.matmul(q, k.transpose(2, 3))  # [B, H, T, S]
         if attention_mask is not None: scores.add_(attention_mask.to(torch.float32))
-        probs = inverted_dropout(torch.softmax(scores, dim=-1), dropout, module.training)  # [B, H, T, S]
-        context = torch.matmul(probs, value.float()).to(value.dtype)  # [B, H, T, d]
-    return context.transpose(1, 2).contiguous(), scores
+        probs = torch.softmax(scores, dim=-1)  # [B, H, T, S]
+        if dropout > 0:  # inverted dropout with its 1/(1-p) on V: (P * keep / (1-p)) V = (P * keep) (V / (1-p))
+            probs = torch.where(dropout_keep_mask(probs.shape, dropout, probs.device), probs, 0.)
+            v.mul_(1.0 / (1.0 - dropout))
+        context = torch.matmul(probs, v)  # [B, H, T, d]
+    return context.transpose(1, 2).to(value.dtype, memory_format=torch.contiguous_format, copy=True), scores
 
 # %% ../nbs/01_models.ipynb #c7d025d1
 def register_score_attention() -> str:  # the registered name, `ATTENTION_IMPLEMENTATION`
@@ -278,7 +308,9 @@ class FitProjections(nn.Module):
                              f"got {len(student_hidden_states)}")
         if student_hidden_states[0].shape[-1] != self.student_hidden:
             raise ValueError(f"student hidden size is {student_hidden_states[0].shape[-1]}, expected {self.student_hidden}")
-        return tuple(project_hidden_states(torch.stack(tuple(student_hidden_states)), self.weight, self.bias).unbind(0))
+        # project_hidden_states, one layer at a time: no [M+1, B, T, F] stack forward and backward
+        weights, biases = self.weight.unbind(0), self.bias.unbind(0)  # M+1 x [F_S, F_T], [F_T]
+        return tuple(torch.matmul(h, w) + b for h, w, b in zip(student_hidden_states, weights, biases))
 
 # %% ../nbs/01_models.ipynb #a5e9ad00
 PAPER_TEACHER = 'bert-base-uncased'  # BERT_B of Sec. 3.1

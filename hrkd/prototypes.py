@@ -42,23 +42,30 @@ def layer_prototypes(
     num_domains: int,  # D; every domain must have at least one example in the batch
     mask_padding: bool = True,  # False: average over all T positions, padding included (the released code)
 ) -> torch.Tensor:  # [M+1, D, F]
-    "Prototypes h_{m,d} of every layer m and domain d of a batch mixing all domains, in one einsum (Eq. 6)"
-    hidden = torch.stack(tuple(hidden_states))  # [M+1, B, T, F]
-    if hidden.dim() != 4:
-        raise ValueError(f"hidden_states must be a sequence of [B, T, F] tensors; got shape {tuple(hidden.shape[1:])}")
-    batch, tokens = hidden.shape[1:3]
+    "Prototypes h_{m,d} of every layer m and domain d of a batch mixing all domains, one product per layer (Eq. 6)"
+    hidden_states = tuple(hidden_states)
+    shape = tuple(hidden_states[0].shape) if hidden_states else ()
+    if len(shape) != 3 or any(tuple(h.shape) != shape for h in hidden_states):
+        raise ValueError(f"hidden_states must be a sequence of [B, T, F] tensors of one shape; got shapes "
+                         f"{[tuple(h.shape) for h in hidden_states]}")
+    batch, tokens, _ = shape
     if len(domain_ids) != batch:
         raise ValueError(f"domain_ids must have one entry per example (B = {batch}); got {len(domain_ids)}")
-    one_hot = domain_one_hot(domain_ids, num_domains, dtype=hidden.dtype)  # [B, D]
+    dtype = hidden_states[0].dtype
+    one_hot = domain_one_hot(domain_ids, num_domains, dtype=dtype)  # [B, D]
     if attention_mask is None or not mask_padding:
-        weights = hidden.new_ones(batch, tokens)  # [B, T]
+        weights = hidden_states[0].new_ones(batch, tokens)  # [B, T]
     elif attention_mask.shape != (batch, tokens):
         raise ValueError(f"attention_mask must have shape [B, T] = {(batch, tokens)}; got {tuple(attention_mask.shape)}")
     else:
-        weights = attention_mask.to(hidden.dtype)  # [B, T]
+        weights = attention_mask.to(dtype)  # [B, T]
     token_weights = weights[:, :, None] * one_hot[:, None, :]  # [B, T, D]: real token of domain d?
     num_tokens = token_weights.sum((0, 1))  # [D]
     empty = (num_tokens == 0).nonzero().flatten().tolist()
     if empty:
         raise ValueError(f"domain(s) {empty} have no real token in this batch (all their positions are padding)")
-    return torch.einsum('lbtf,btd->ldf', hidden, token_weights) / num_tokens[:, None]  # [M+1, D, F]
+    selector = token_weights.reshape(batch * tokens, num_domains).T  # [D, B*T]
+    # sum over b, t of token_weights[b, t, d] * H_m[b, t, f]: one [D, B*T] x [B*T, F] product per layer, without
+    # stacking the layers into one [M+1, B, T, F] tensor (a copy forward and another backward)
+    sums = torch.stack([selector @ h.reshape(batch * tokens, -1) for h in hidden_states])  # [M+1, D, F]
+    return sums / num_tokens[:, None]
