@@ -27,7 +27,7 @@ elsewhere autocast emulates it at a small fraction of the fp32 speed and the num
 overrides.
 With `--baseline-package`, an earlier copy of the library (renamed, e.g. hrkd_before) is timed in the same rounds:
 before/after figures under the same load, from one run.
-Usage: python benchmarks/distill.py [--repeats 8] [--per-domain 8] [--threads 2] [--baseline-package DIR]
+Usage: python benchmarks/distill.py [--repeats 8] [--per-domain 8] [--threads 2,1] [--baseline-package DIR]
                                     [--out results/bench_distill.json]
 """
 import argparse
@@ -184,13 +184,79 @@ def profile_step(run, precision, batch, domains, top=12) -> dict:
             'top_other_ops': [dict(op=k, self_ms=round(t, 1), share=round(t / total, 4), calls=n) for k, t, n in others]}
 
 
+def measure(runs, replays, counted, keys, impls, batch, D, rows, args) -> dict:
+    "Interleaved rounds of every configuration's step and matmul replay at the current thread count, and the figures."
+    times = {key: {'step': [], 'matmuls': [], 'step_cpu': [], 'matmuls_cpu': []} for key in keys}
+    for key in keys: train_step(runs[key], key[2], batch, D); replays[key]()  # warm-up at this thread count
+    for _ in range(args.repeats):
+        for key in keys:
+            for name, work in (('step', lambda: train_step(runs[key], key[2], batch, D)), ('matmuls', replays[key])):
+                wall, cpu = time.perf_counter(), time.process_time()
+                work()
+                times[key][name].append(time.perf_counter() - wall)
+                times[key][f'{name}_cpu'].append(time.process_time() - cpu)
+    profiles = {} if args.no_profile else {key: profile_step(runs[key], key[2], batch, D) for key in keys}
+    results = []
+    for key in keys:
+        label, method, precision = key
+        t = times[key]
+        flops, per_op = counted[key]
+        # Work that is the same every round only gains time from interference, so the fastest round is the best
+        # estimate of the machine's own cost; the median of the per-round ratios (step and replay timed back to back)
+        # is the second, load-matched estimate.
+        step, limit, step_cpu, limit_cpu = min(t['step']), min(t['matmuls']), min(t['step_cpu']), min(t['matmuls_cpu'])
+        results.append(dict(
+            implementation=label, package=impls[label].package, method=method, precision=precision,
+            step_min_s=step, step_median_s=statistics.median(t['step']), samples_per_s=rows / step,
+            vs_reference=rows / step / args.reference, gflop=flops / 1e9, gflop_by_op={k: v / 1e9 for k, v in per_op.items()},
+            matmul_limit_min_s=limit, matmul_limit_median_s=statistics.median(t['matmuls']),
+            step_over_matmul_limit=step / limit,
+            step_over_matmul_limit_paired_median=statistics.median(a / b for a, b in zip(t['step'], t['matmuls'])),
+            matmul_gflop_per_s=flops / limit / 1e9, step_gflop_per_s=flops / step / 1e9,
+            step_cpu_min_s=step_cpu, matmul_limit_cpu_min_s=limit_cpu, step_over_matmul_limit_cpu=step_cpu / limit_cpu,
+            step_times_s=t['step'], matmul_times_s=t['matmuls'], step_cpu_times_s=t['step_cpu'],
+            matmul_cpu_times_s=t['matmuls_cpu'], profile=profiles.get(key)))
+    by = {(r['implementation'], r['method'], r['precision']): r for r in results}
+    figures = {'hrkd_over_tinybert_step': {}, 'hrkd_over_tinybert_step_paired_median': {}, 'hrkd_over_tinybert_step_cpu': {}}
+    for label in impls:
+        for p in {k[2] for k in keys}:
+            if (label, 'hrkd', p) in by and (label, 'tinybert', p) in by:
+                h, b = by[(label, 'hrkd', p)], by[(label, 'tinybert', p)]
+                figures['hrkd_over_tinybert_step'][f'{label} {p}'] = h['step_min_s'] / b['step_min_s']
+                figures['hrkd_over_tinybert_step_paired_median'][f'{label} {p}'] = statistics.median(
+                    x / y for x, y in zip(h['step_times_s'], b['step_times_s']))
+                figures['hrkd_over_tinybert_step_cpu'][f'{label} {p}'] = h['step_cpu_min_s'] / b['step_cpu_min_s']
+    if 'baseline' in impls:
+        for clock, field in (('', 'step_min_s'), ('_cpu', 'step_cpu_min_s')):
+            figures[f'current_over_baseline_step{clock}'] = {
+                f'{m} {p}': by[('current', m, p)][field] / by[('baseline', m, p)][field]
+                for (label, m, p) in keys if label == 'current'}
+    return dict(threads=torch.get_num_threads(), results=results, **figures)
+
+
+def report(measured: dict, targets: dict):
+    print(f"--- {measured['threads']} thread(s)")
+    for r in measured['results']:
+        print(f"{r['implementation']:8s} {r['method']:8s} {r['precision']}: {r['step_min_s']:.3f} s/step best (median "
+              f"{r['step_median_s']:.3f}; {r['samples_per_s']:.1f} samples/s), {r['gflop']:.1f} GFLOP, matmul limit "
+              f"{r['matmul_limit_min_s']:.3f} s ({r['matmul_gflop_per_s']:.0f} GFLOP/s): step / limit = "
+              f"{r['step_over_matmul_limit']:.2f} (paired median {r['step_over_matmul_limit_paired_median']:.2f}; "
+              f"CPU time {r['step_cpu_min_s']:.3f} s / {r['matmul_limit_cpu_min_s']:.3f} s = {r['step_over_matmul_limit_cpu']:.2f})"
+              + (f", matmul share of self time {r['profile']['matmul_share']:.0%}" if r['profile'] else ''))
+    for k, v in measured['hrkd_over_tinybert_step'].items():
+        print(f"{k}: HRKD / TinyBERT-KD step {v:.3f} (paired median {measured['hrkd_over_tinybert_step_paired_median'][k]:.3f}; "
+              f"CPU time {measured['hrkd_over_tinybert_step_cpu'][k]:.3f}; target <= {targets['hrkd_over_tinybert']})")
+    for k, v in measured.get('current_over_baseline_step', {}).items():
+        print(f"current / baseline step, {k}: {v:.3f} (CPU time {measured['current_over_baseline_step_cpu'][k]:.3f})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--repeats', type=int, default=8, help='timed rounds (after one warm-up round)')
     parser.add_argument('--domains', type=int, default=4)
     parser.add_argument('--per-domain', type=int, default=8)
     parser.add_argument('--length', type=int, default=128)
-    parser.add_argument('--threads', type=int, default=2, help='torch intra-op threads')
+    parser.add_argument('--threads', default='2', help='torch intra-op threads; a comma list measures each in turn')
     parser.add_argument('--methods', default='tinybert,hrkd')
     parser.add_argument('--precisions', default='native',
                         help="comma list of fp32, bf16; 'native': fp32, plus bf16 where the CPU computes it natively")
@@ -202,7 +268,8 @@ def main():
                              'cp -r hrkd /tmp/before/hrkd_before): timed in the same interleaved rounds')
     parser.add_argument('--out', type=Path, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    thread_counts = [int(t) for t in str(args.threads).split(',')]
+    torch.set_num_threads(thread_counts[0])
     keep_freed_memory()
     load_before = os.getloadavg()
     native_bf16 = resolve_precision('auto', 'cpu') == 'bf16'
@@ -217,86 +284,26 @@ def main():
     runs = {key: build(impls[key[0]], key[1], D) for key in keys}
 
     counted, replays = {}, {}
-    for key in keys:  # the first step of each run doubles as its warm-up
+    for key in keys:  # FLOPs and the matmul calls of one step (the same at every thread count)
         total, per_op, calls = count_step(runs[key], key[2], batch, D)
         counted[key], replays[key] = (total, per_op), MatmulReplay(calls)
-        replays[key]()  # replay warm-up
-    times = {key: {'step': [], 'matmuls': [], 'step_cpu': [], 'matmuls_cpu': []} for key in keys}
-    for _ in range(args.repeats):
-        for key in keys:
-            for name, work in (('step', lambda: train_step(runs[key], key[2], batch, D)), ('matmuls', replays[key])):
-                wall, cpu = time.perf_counter(), time.process_time()
-                work()
-                times[key][name].append(time.perf_counter() - wall)
-                times[key][f'{name}_cpu'].append(time.process_time() - cpu)
-    profiles = {} if args.no_profile else {key: profile_step(runs[key], key[2], batch, D) for key in keys}
-
-    results = []
-    for key in keys:
-        label, method, precision = key
-        steps, replays_s = times[key]['step'], times[key]['matmuls']
-        step_s, matmul_s = statistics.median(steps), statistics.median(replays_s)
-        flops, per_op = counted[key]
-        # Work that is the same every round only gains time from interference, so the fastest round is the best
-        # estimate of the machine's own cost; the median of the per-round ratios (step and replay timed back to back)
-        # is the second, load-matched estimate.
-        results.append(dict(implementation=label, package=impls[label].package, method=method, precision=precision,
-                            step_s=step_s, step_min_s=min(steps),
-                            samples_per_s=rows / min(steps), vs_reference=rows / min(steps) / args.reference,
-                            gflop=flops / 1e9, gflop_by_op={k: v / 1e9 for k, v in per_op.items()},
-                            matmul_limit_s=matmul_s, matmul_limit_min_s=min(replays_s),
-                            step_over_matmul_limit=min(steps) / min(replays_s),
-                            step_over_matmul_limit_paired_median=statistics.median(a / b for a, b in zip(steps, replays_s)),
-                            matmul_gflop_per_s=flops / min(replays_s) / 1e9, step_gflop_per_s=flops / min(steps) / 1e9,
-                            step_cpu_min_s=min(times[key]['step_cpu']), matmul_limit_cpu_min_s=min(times[key]['matmuls_cpu']),
-                            step_over_matmul_limit_cpu=min(times[key]['step_cpu']) / min(times[key]['matmuls_cpu']),
-                            step_times_s=steps, matmul_times_s=replays_s,
-                            step_cpu_times_s=times[key]['step_cpu'], matmul_cpu_times_s=times[key]['matmuls_cpu'],
-                            matmul_calls=replays[key].summary(), profile=profiles.get(key)))
-    by = {(r['implementation'], r['method'], r['precision']): r for r in results}
-    overhead, overhead_paired, overhead_cpu = {}, {}, {}
-    for label in impls:
-        for p in precisions:
-            if (label, 'hrkd', p) in by and (label, 'tinybert', p) in by:
-                overhead.setdefault(label, {})[p] = by[(label, 'hrkd', p)]['step_min_s'] / by[(label, 'tinybert', p)]['step_min_s']
-                overhead_cpu.setdefault(label, {})[p] = (by[(label, 'hrkd', p)]['step_cpu_min_s']
-                                                         / by[(label, 'tinybert', p)]['step_cpu_min_s'])
-                overhead_paired.setdefault(label, {})[p] = statistics.median(
-                    h / t for h, t in zip(times[(label, 'hrkd', p)]['step'], times[(label, 'tinybert', p)]['step']))
     targets = {'hrkd_bf16_over_limit': 1.6, 'hrkd_fp32_over_limit': 1.15, 'hrkd_over_tinybert': 1.03}
-    for r in results:
-        print(f"{r['implementation']:8s} {r['method']:8s} {r['precision']}: {r['step_min_s']:.3f} s/step best (median "
-              f"{r['step_s']:.3f}; {r['samples_per_s']:.1f} samples/s), {r['gflop']:.1f} GFLOP, matmul limit "
-              f"{r['matmul_limit_min_s']:.3f} s ({r['matmul_gflop_per_s']:.0f} GFLOP/s): step / limit = "
-              f"{r['step_over_matmul_limit']:.2f} (paired median {r['step_over_matmul_limit_paired_median']:.2f}; "
-              f"CPU time {r['step_cpu_min_s']:.3f} s / {r['matmul_limit_cpu_min_s']:.3f} s = {r['step_over_matmul_limit_cpu']:.2f})"
-              + (f", matmul share of self time {r['profile']['matmul_share']:.0%}" if r['profile'] else ''))
-    for label, per_precision in overhead.items():
-        for p, v in per_precision.items():
-            print(f"{label}: HRKD / TinyBERT-KD step time, {p}: {v:.3f} (paired median {overhead_paired[label][p]:.3f}; "
-                  f"CPU time {overhead_cpu[label][p]:.3f}; target <= {targets['hrkd_over_tinybert']})")
-    for p in precisions:
-        if ('current', 'hrkd', p) in by:
-            r = by[('current', 'hrkd', p)]
-            print(f"current: HRKD {p} step / matmul limit: {r['step_over_matmul_limit']:.2f} (CPU time "
-                  f"{r['step_over_matmul_limit_cpu']:.2f}; target <= {targets[f'hrkd_{p}_over_limit']})")
+    measured = []
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        measured.append(measure(runs, replays, counted, keys, impls, batch, D, rows, args))
+        report(measured[-1], targets)
     if not native_bf16 and 'bf16' not in precisions:
         print('bf16 skipped: this CPU has no native bf16 (autocast would emulate it); --precisions fp32,bf16 forces it')
     record = dict(benchmark='distill', shapes=dict(domains=D, per_domain=args.per_domain, length=args.length,
                                                   teacher=OFFLINE_TEACHER, student_layers=OFFLINE_STUDENT_LAYERS),
-                  repeats=args.repeats, threads=torch.get_num_threads(), precisions=precisions,
-                  native_bf16=native_bf16, reference_samples_per_s=args.reference, results=results,
-                  hrkd_over_tinybert_step=overhead, hrkd_over_tinybert_step_paired_median=overhead_paired,
-                  hrkd_over_tinybert_step_cpu=overhead_cpu, targets=targets,
-                  load_average={'before': load_before, 'after': os.getloadavg()},
+                  repeats=args.repeats, threads=thread_counts, precisions=precisions, native_bf16=native_bf16,
+                  reference_samples_per_s=args.reference, targets=targets,
+                  implementations={label: impl.package for label, impl in impls.items()},
+                  baseline_package=str(args.baseline_package) if args.baseline_package else None,
+                  matmul_calls={f'{k[0]} {k[1]} {k[2]}': replays[k].summary() for k in keys},
+                  measured=measured, load_average={'before': load_before, 'after': os.getloadavg()},
                   git=git_state(), torch=torch.__version__, hardware=hardware())
-    if args.baseline_package:
-        record['baseline_package'] = str(args.baseline_package)
-        record['current_over_baseline_step'] = {f'{m} {p}': by[('current', m, p)]['step_min_s'] / by[('baseline', m, p)]['step_min_s']
-                                                for m in methods for p in precisions}
-        record['current_over_baseline_step_cpu'] = {
-            f'{m} {p}': by[('current', m, p)]['step_cpu_min_s'] / by[('baseline', m, p)]['step_cpu_min_s']
-            for m in methods for p in precisions}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=1) + '\n')

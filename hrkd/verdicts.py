@@ -8,7 +8,7 @@ __all__ = ['PAPER', 'PAPER_FEW_SHOT', 'CLAIMS', 'ALPHA', 'SELECTION_TITLES', 'FE
            'claims', 'table_markdown', 'claims_markdown', 'write_tables', 'improvement_rates', 'few_shot_claims',
            'case_batches', 'label_agreement', 'agreement_test', 'uniform_share']
 
-# %% ../nbs/12_verdicts.ipynb #fad59b6e
+# %% ../nbs/12_verdicts.ipynb #479b2a51
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from .pipeline import TEACHER_ORDER, Row, parse_methods
 from .runs import find_runs
 from .training import write_json_atomic
 
-# %% ../nbs/12_verdicts.ipynb #fec31bf7
+# %% ../nbs/12_verdicts.ipynb #b62d1a0d
 PAPER = {  # the paper's test accuracy (%), Tables 2-4, by row key; columns as the paper prints them
     'mnli': {'domains': ['fiction', 'government', 'slate', 'telephone', 'travel'], 'table': 'Table 2', 'rows': {
         'single': [82.2, 84.2, 76.7, 82.4, 84.2, 81.9], 'mix': [84.8, 87.2, 80.5, 83.8, 85.5, 84.4],
@@ -58,7 +58,7 @@ CLAIMS = [  # (id, section, the paper's words, better row, worse row, datasets w
 ]
 
 
-# %% ../nbs/12_verdicts.ipynb #d318bdb0
+# %% ../nbs/12_verdicts.ipynb #31394eca
 def row_of(run: dict) -> Row:
     "The table row of a finished run (a `find_runs` record), also for runs written before rows were recorded."
     config, results, context = run['config'], run['results'], run.get('context', {})
@@ -107,7 +107,7 @@ def parse_row(key: str) -> Row:
     return Row(key) if '>' not in key else parse_methods(key)[0]
 
 
-# %% ../nbs/12_verdicts.ipynb #93ccae1a
+# %% ../nbs/12_verdicts.ipynb #3c6fbbb3
 ALPHA = 0.1  # "confirmed at p < 0.1"
 
 def paired_test(better: pd.Series,  # accuracy (or rate) by seed of the row the paper says is better
@@ -154,7 +154,7 @@ def claims(table: pd.DataFrame, dataset: str, few_shot: float = 0.0, selection: 
     return out
 
 
-# %% ../nbs/12_verdicts.ipynb #fd32f757
+# %% ../nbs/12_verdicts.ipynb #7bbe61e0
 SELECTION_TITLES = {'shared': 'one checkpoint per model (best dev average)',
                     'per_domain': "each domain's best dev checkpoint (the released code's selection)"}
 
@@ -164,19 +164,16 @@ def _cell(stats_row, domain) -> str:
     return f"{mean:.2f}" + (f" ± {sd:.2f}" if n > 1 else '')
 
 def table_markdown(table: pd.DataFrame, dataset: str, few_shot: float = 0.0, selection: str = 'shared') -> str:
-    "One dataset's Tables 2/3/4 layout: mean ± sd over seeds per domain and average, the paper's number after each."
+    "One dataset's Tables 2/3/4 layout: mean ± sd over seeds per domain and average, the paper's number in parentheses."
     summary = summarise(table, dataset, few_shot, selection)
     if summary.empty: return ''
     paper = PAPER.get(dataset, {}) if not few_shot else {}
     domains = list(dict.fromkeys(summary.columns.get_level_values(0)))
-    header = '| row | seeds | ' + ' | '.join(f'{d} | paper' if paper else d for d in domains) + ' |'
-    lines = [header, '|---' * (header.count('|') - 1) + '|']
+    header = '| row | seeds | ' + ' | '.join(domains) + ' |'
+    lines = [header, '|---' * (len(domains) + 2) + '|']
     for key, stats_row in summary.iterrows():
         numbers = paper.get('rows', {}).get(key)
-        cells = []
-        for i, d in enumerate(domains):
-            cells.append(_cell(stats_row, d))
-            if paper: cells.append('' if numbers is None else f"{numbers[i]:.1f}")
+        cells = [_cell(stats_row, d) + ('' if numbers is None else f" ({numbers[i]:.1f})") for i, d in enumerate(domains)]
         n = int(stats_row[('average', 'n')])
         lines.append(f"| {parse_row(key).name} | {n} | " + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
@@ -214,7 +211,8 @@ def write_tables(results_dir: str | Path,  # a folder of finished pipelines (any
             summary = summarise(table, dataset, few_shot, selection)
             if summary.empty: continue
             entry['selections'][selection] = _jsonable(summary)
-            lines += [f"**Selection: {words}**", '', table_markdown(table, dataset, few_shot, selection)]
+            lines += [f"**Selection: {words}**" + (" (the paper's number in parentheses)" if paper else ''), '',
+                      table_markdown(table, dataset, few_shot, selection)]
             found = claims(table, dataset, few_shot, selection)
             entry['claims'][selection] = found
             if found: lines += [f"**Claims, {selection} selection: paired t-tests over seeds**", '', claims_markdown(found)]
@@ -225,7 +223,7 @@ def write_tables(results_dir: str | Path,  # a folder of finished pipelines (any
     return record
 
 
-# %% ../nbs/12_verdicts.ipynb #7316743d
+# %% ../nbs/12_verdicts.ipynb #5e4e6742
 FEW_SHOT_BASELINE = 'single>tinybert'  # Fig. 2's reference: BERT-single -> TinyBERT-KD
 FEW_SHOT_METHODS = {'mtl>hrkd': 'HRKD', 'meta>metakd': 'Meta-KD'}
 
@@ -267,7 +265,7 @@ def few_shot_claims(rates: pd.DataFrame, alpha: float = ALPHA) -> list:
     return out
 
 
-# %% ../nbs/12_verdicts.ipynb #21b07e59
+# %% ../nbs/12_verdicts.ipynb #d328af10
 CASE_SETTINGS = {'3+1': 1, '2+2': 2}  # Tables 5 and 6: how many of the D reviews are negative
 
 def case_batches(labels: np.ndarray,  # [N] label of every test row (1 = positive)
