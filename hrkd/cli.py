@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['PRESET_NAMES', 'TEACHER_KIND_NAMES', 'SELECTION_NAMES', 'PRECISION_NAMES', 'ABLATION_NAMES', 'GRAPH_UPDATE_NAMES',
-           'STUDENT_METHOD_NAMES', 'METHOD_SET_NAMES', 'COMMANDS', 'positive_int', 'positive_float', 'share', 'parser',
-           'cmd_teacher', 'cmd_distill', 'cmd_evaluate', 'cmd_pipeline', 'cmd_batch', 'cmd_export', 'main']
+           'STUDENT_METHOD_NAMES', 'METHOD_SET_NAMES', 'PADDING_NAMES', 'COMMANDS', 'DISTRIBUTED_COMMANDS',
+           'positive_int', 'positive_float', 'share', 'parser', 'cmd_teacher', 'cmd_distill', 'cmd_evaluate',
+           'cmd_pipeline', 'cmd_batch', 'cmd_export', 'main']
 
 # %% ../nbs/11_cli.ipynb #e5572a25
 import argparse
@@ -27,6 +28,7 @@ ABLATION_NAMES = ('hrkd', '-self_attention', '-comp_agg', '-hierarchical', '-dom
 GRAPH_UPDATE_NAMES = ('joint', 'frozen')
 STUDENT_METHOD_NAMES = ('tinybert', 'hrkd', 'metakd')
 METHOD_SET_NAMES = ('default', 'table', 'ablation', 'few_shot')
+PADDING_NAMES = ('fixed', 'batch', 'bucket')
 
 def positive_int(text: str) -> int:
     "An argparse type: an integer >= 1 (argparse names the flag in its error)."
@@ -75,6 +77,10 @@ def _train_args(p):
     p.add_argument('--deterministic', action='store_true',
                    help="deterministic algorithms (torch.use_deterministic_algorithms, cuBLAS workspace): same seed, same numbers on CUDA")
     p.add_argument('--resume', action='store_true', help="continue an interrupted run; a finished run is left as it is")
+    p.add_argument('--padding', choices=PADDING_NAMES, default='fixed',
+                   help="fixed: every row --max-length tokens (paper); batch: each batch padded to its longest row; "
+                        "bucket: batch, with rows of similar length in the same steps (Meta-KD rows keep fixed)")
+    p.add_argument('--bucket-batches', type=positive_int, default=50, help="--padding bucket: steps per length-sorted chunk")
 
 def _common(p): _data_args(p); _train_args(p)
 
@@ -97,6 +103,8 @@ def _student_args(p, prefix=''):
     p.add_argument('--graph-update', choices=GRAPH_UPDATE_NAMES, default='joint',
                    help="joint: graphs trained with the student (paper); frozen: never updated (released code)")
     p.add_argument('--normalization', choices=('paper', 'released'), default='paper', help="scale of the soft cross-entropy (Eq. 2)")
+    p.add_argument('--distributed-prototypes', choices=('global', 'local'), default='global',
+                   help="under torchrun: prototypes of the whole step's batch (Eq. 6) or of each rank's share (released code)")
     p.add_argument('--prediction-epochs', type=positive_int, default=3, help="metakd: epochs of the prediction stage")
     p.add_argument('--gamma2', type=float, default=0.5, help="metakd: weight of the transferable knowledge loss")
 
@@ -168,13 +176,16 @@ def _tokenized(args, model_name, folder, few_shot=None):
     tokenizer = load_tokenizer(model_name)
     cache = _cache(args, folder)
     if not args.no_progress: print(f"tokenized data cached in {cache}", file=sys.stderr)
-    return tokenize(dsd, tokenizer, max_length=args.max_length, cache_dir=cache), tokenizer
+    from hrkd.distributed import main_first
+    with main_first():  # under torchrun: rank 0 fills the cache, the other ranks read it
+        return tokenize(dsd, tokenizer, max_length=args.max_length, cache_dir=cache), tokenizer
 
 def _teacher_options(args, prefix=''):
     get = lambda k: getattr(args, prefix + k)
     return dict(model=get('model'), epochs=get('epochs'), lr=get('lr'), batch_size=get('batch_size'),
                 eval_every=args.eval_every, selection=args.selection, precision=args.precision,
-                gamma1=args.gamma1, domain_corruption=False if args.no_domain_corruption else None)
+                gamma1=args.gamma1, domain_corruption=False if args.no_domain_corruption else None,
+                padding=args.padding, bucket_batches=args.bucket_batches)
 
 def _student_options(args, prefix=''):
     get = lambda k: getattr(args, prefix + k)
@@ -184,7 +195,8 @@ def _student_options(args, prefix=''):
         except ValueError: raise ValueError(f"--{prefix}layers must be comma-separated integers or 'all'; got {layers!r}") from None
     return dict(student=get('model'), student_layers=layers, epochs=get('epochs'), lr=get('lr'), batch_size=get('batch_size'),
                 eval_every=args.eval_every, selection=args.selection, precision=args.precision, graph_update=args.graph_update,
-                normalization=args.normalization, prediction_epochs=args.prediction_epochs, gamma2=args.gamma2)
+                normalization=args.normalization, prediction_epochs=args.prediction_epochs, gamma2=args.gamma2,
+                padding=args.padding, bucket_batches=args.bucket_batches, distributed_prototypes=args.distributed_prototypes)
 
 def _checked_out(path, flag):
     "Refuse an output folder that cannot be one before anything is trained."
@@ -304,21 +316,47 @@ def _short(result: dict) -> dict:
     if 'models' in result: return {'models': {k: {'name': m.get('name', k), 'test': m['test']} for k, m in result['models'].items()}}
     return {k: v for k, v in result.items() if k not in ('selections', 'instance_weights')}
 
+DISTRIBUTED_COMMANDS = ('teacher', 'distill', 'pipeline')
+
+def _join_torchrun(args) -> bool:  # whether this process reports (rank 0, or the only process)
+    "Under torchrun (`hrkd.distributed`): join the job, take this rank's GPU, leave the console to rank 0."
+    if int(os.environ.get('WORLD_SIZE', '1')) <= 1: return True
+    if args.command not in DISTRIBUTED_COMMANDS:
+        raise ValueError(f"`hrkd {args.command}` runs in one process: launch it without torchrun")
+    from hrkd.distributed import init_distributed, rank_device
+    dist = init_distributed(args.device)
+    args.device = str(rank_device(args.device, dist))
+    if not dist.main: args.no_progress = True
+    return dist.main
+
+def _leave_torchrun():
+    if 'torch' in sys.modules:
+        import torch.distributed as torch_dist
+        if torch_dist.is_available() and torch_dist.is_initialized(): torch_dist.destroy_process_group()
+
 def main(argv=None):
     "Entry point of the `hrkd` console script."
     args = parser().parse_args(argv)
+    reports = True
+    def error(e, message):
+        # under torchrun the input errors (bad values, missing or existing files) are the same on every rank, and
+        # rank 0's reach every rank (`on_main`): rank 0 prints those; other errors print with the rank that hit them
+        shared = isinstance(e, (ValueError, FileNotFoundError, FileExistsError)) or getattr(e, 'raised_on_rank0', False)
+        if reports: print(f"hrkd {args.command}: error: {message}", file=sys.stderr)
+        elif not shared: print(f"hrkd {args.command}: error (rank {os.environ.get('RANK')}): {message}", file=sys.stderr)
+        return 2
     try:
+        reports = _join_torchrun(args)
         if getattr(args, 'deterministic', False):
             from hrkd.training import set_deterministic
             set_deterministic(True)
         result = COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        print(f"hrkd {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return error(e, e)
     except OSError as e:  # unwritable or impossible paths (NotADirectoryError, PermissionError, a full disk, ...)
-        message = f"cannot write {e.filename}: {e.strerror}" if e.filename else str(e)
-        print(f"hrkd {args.command}: error: {message}", file=sys.stderr)
-        return 2
-    print(json.dumps(_short(result), indent=1))
+        return error(e, f"cannot write {e.filename}: {e.strerror}" if e.filename else str(e))
+    finally:
+        _leave_torchrun()
+    if reports: print(json.dumps(_short(result), indent=1))
     return 0 if result.get('status', 'finished') == 'finished' else 3
 

@@ -31,10 +31,10 @@ from sklearn.model_selection import StratifiedKFold
 
 # %% auto #0
 __all__ = ['AMAZON_DOMAINS', 'MNLI_DOMAINS', 'AMAZON_LABELS', 'MNLI_LABELS', 'SPLITS', 'TABLE_1', 'AMAZON_SOURCE', 'MNLI_SOURCE',
-           'AMAZON_TABLE_1_DIGEST', 'data_dir', 'read_reviews', 'meta_kd_split', 'amazon_reviews', 'domain_names',
-           'split_manifest', 'manifest_digest', 'split_counts', 'head_count', 'read_mnli', 'mnli', 'few_shot',
-           'load_multidomain', 'tokenize', 'trim_padding', 'collate', 'MultiDomainLoader', 'PooledLoader',
-           'mixed_loader', 'eval_loaders']
+           'AMAZON_TABLE_1_DIGEST', 'PADDINGS', 'data_dir', 'read_reviews', 'meta_kd_split', 'amazon_reviews',
+           'domain_names', 'split_manifest', 'manifest_digest', 'split_counts', 'head_count', 'read_mnli', 'mnli',
+           'few_shot', 'load_multidomain', 'tokenize', 'trim_padding', 'collate', 'fixed_length', 'MultiDomainLoader',
+           'PooledLoader', 'mixed_loader', 'eval_loaders']
 
 # %% ../nbs/00_data.ipynb #da6792fe
 AMAZON_DOMAINS = ['books', 'dvd', 'electronics', 'kitchen']
@@ -633,6 +633,16 @@ def collate(rows: Sequence[Mapping],  # tokenized rows (dicts with input_ids, ..
     "Rows -> `torch.long` tensors, padded to the longest row (a DataLoader `collate_fn`)."
     if not rows: raise ValueError("A batch needs at least one row; got none")
     return _collate_columns({k: [r[k] for r in rows] for k in rows[0]}, pad_token_id, trim)
+
+# %% ../nbs/00_data.ipynb #17210bda
+PADDINGS = ('fixed', 'batch', 'bucket')
+
+def fixed_length(data: Dataset,  # a tokenized split
+                ) -> int:  # tokens per row of fixed padding: max_length for rows tokenized with padding='max_length'
+    "The length every row of `data` is padded to without dynamic padding: its longest row."
+    if 'input_ids' not in data.column_names: raise ValueError(f"the dataset has no input_ids column: tokenize() it first; columns: {data.column_names}")
+    array = data.select_columns(['input_ids']).with_format('arrow')[:]['input_ids'].combine_chunks()
+    return int(pc.max(pc.list_value_length(array)).as_py() or 0)
 
 # %% ../nbs/00_data.ipynb #8135e9e7
 def _row_lengths(data: Dataset) -> np.ndarray:  # [N] int

@@ -18,7 +18,7 @@ import torch
 from datasets import ClassLabel, Dataset
 from tqdm.auto import tqdm
 
-from .data import PooledLoader
+from .data import PooledLoader, _row_lengths
 from .models import MultiDomainBert
 from .training import autocast as precision_autocast
 
@@ -101,6 +101,7 @@ def evaluate(model: MultiDomainBert,  # teacher or student (per-domain heads in 
              device='cpu',  # where the forward passes run
              precision: str = 'fp32',  # 'fp32' or 'bf16'
              progress: bool = False,  # show a tqdm progress bar
+             trim: bool = False,  # dynamic padding: rows shortest first, each batch padded to its longest row
             ) -> dict:  # {domain: accuracy in %, ..., 'average'}
     "Per-domain accuracy (%) and their average of `model` on one split, in dataset order (Sec. 3.4, Tables 2-3)."
     domains = [str(d) for d in domains]
@@ -113,7 +114,9 @@ def evaluate(model: MultiDomainBert,  # teacher or student (per-domain heads in 
     if model.num_domains > 1 and list(model.domains) != domains:
         raise ValueError(f"the model's heads are for domains {model.domains}, not domains={domains} "
                          "(same names in the same order, or a single-head model)")
-    out = predict(model, PooledLoader(dataset, batch_size, shuffle=False), device, precision, progress)
+    if trim:  # accuracy does not depend on the order of the rows: take them by length, so that batches are short
+        dataset = dataset.select(np.argsort(_row_lengths(dataset), kind='stable'))
+    out = predict(model, PooledLoader(dataset, batch_size, shuffle=False, trim=trim), device, precision, progress)
     return accuracy_by_domain(out['logits'], out['labels'], out['domain_ids'], domains)
 
 # %% ../nbs/09_evaluate.ipynb #e3a61fe9

@@ -46,6 +46,7 @@ def tiny_pretrained(folder: str | Path,  # written (created if missing)
                     layers: int = 4,  # transformer layers
                     hidden: int = 32,  # hidden size (4 heads)
                     seed: int = 0,
+                    dropout: float = 0.1,  # hidden and attention dropout (BERT's default); 0: a deterministic forward
                    ) -> Path:  # the folder
     "Save a tiny random BERT and the offline teacher's tokenizer to `folder` (a stand-in pretrained model)."
     import torch
@@ -53,7 +54,8 @@ def tiny_pretrained(folder: str | Path,  # written (created if missing)
     tokenizer = load_tokenizer(OFFLINE_TEACHER)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=128)
+                        num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=128,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

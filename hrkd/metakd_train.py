@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .data import PooledLoader, manifest_digest, split_manifest
+from .distributed import current
 from .evaluate import count_parameters
 from .distill import _build_student
 from .metakd import (POOLINGS, DomainBranch, _domain_ids_of, cached_instance_weights, expertise_weights,
@@ -71,6 +72,7 @@ class MetaTeacherConfig(TeacherConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.padding != 'fixed': raise ValueError(f"the meta-teacher trains with fixed padding; got padding {self.padding!r}")
         if self.domain_pooling not in POOLINGS:
             raise ValueError(f"unknown domain_pooling {self.domain_pooling!r}; valid: {POOLINGS}")
         if self.gamma1 < 0: raise ValueError(f"gamma1 must be >= 0; got {self.gamma1}")
@@ -166,6 +168,11 @@ def _weight_summary(weights, domain_ids, domains):
     return {d: {'mean': round(float(weights[domain_ids == k].mean()), 5), 'min': round(float(weights[domain_ids == k].min()), 5),
                 'max': round(float(weights[domain_ids == k].max()), 5)} for k, d in enumerate(domains)}
 
+def _one_process():
+    if current().enabled:
+        raise ValueError("Meta-KD runs in one process (its meta-teacher weighs rows by whole-batch statistics that are not "
+                         "gathered across ranks): run it without torchrun")
+
 def train_meta_teacher(config: MetaTeacherConfig,
                        data: DatasetDict,  # tokenized train/dev/test with at least 2 domains
                        run_dir: str | Path,  # the run folder (created)
@@ -181,6 +188,7 @@ def train_meta_teacher(config: MetaTeacherConfig,
     if not isinstance(config, MetaTeacherConfig):
         raise TypeError(f"config must be a MetaTeacherConfig; got {type(config).__name__}")
     domains = check_splits(data)
+    _one_process()
     if len(domains) < 2: raise ValueError(f"Meta-KD relates each row to the other domains: it needs >= 2; got {domains}")
     run_dir = Path(run_dir)
     if resume and (done := resume_finished(run_dir, config.to_dict(), data)) is not None: return done  # a finished run is never touched again
@@ -358,6 +366,7 @@ def meta_distill(config: MetaDistillConfig,
     if not isinstance(config, MetaDistillConfig): raise TypeError(f"config must be a MetaDistillConfig; got {type(config).__name__}")
     if not isinstance(teacher, MetaTeacher): raise TypeError(f"teacher must be a MetaTeacher (load_meta_teacher); got {type(teacher).__name__}")
     domains = check_splits(data)
+    _one_process()
     if list(teacher.domains) != domains:
         raise ValueError(f"the meta-teacher was trained on domains {teacher.domains}, the data's are {domains}")
     digest = manifest_digest(split_manifest(data))

@@ -21,6 +21,7 @@ from datasets import DatasetDict
 
 from .data import amazon_reviews, domain_names, few_shot as few_shot_subset, load_multidomain, mnli, tokenize
 from .distill import DistillConfig, distill, load_student
+from .distributed import current, main_first, on_main
 from .metakd_train import MetaDistillConfig, MetaTeacherConfig, load_meta_teacher, meta_distill, train_meta_teacher
 from .models import OFFLINE_STUDENT_LAYERS, OFFLINE_TEACHER, PAPER_STUDENT, PAPER_TEACHER, load_tokenizer
 from .objective import ABLATIONS
@@ -146,7 +147,8 @@ def teacher_config(kind: str,  # 'single', 'mix', 'mtl' or 'meta'
     if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     values = {'model': PRESETS[preset]['teacher'], 'seed': seed, 'max_steps': max_steps,
               **_given(overrides, TeacherConfig, MetaTeacherConfig)}
-    if kind == 'meta': return MetaTeacherConfig(**values)
+    if kind == 'meta':  # Meta-KD rows keep the paper's fixed padding (their students have no other)
+        return MetaTeacherConfig(**{k: v for k, v in values.items() if k not in ('padding', 'bucket_batches')})
     meta_only = sorted(set(values) & {'gamma1', 'domain_corruption', 'domain_pooling', 'instance_encoder'})
     return TeacherConfig(kind=kind, **{k: v for k, v in values.items() if k not in meta_only})
 
@@ -218,10 +220,12 @@ class PipelineConfig:
         return configs
 
 TEACHER_OPTIONS = {'teacher_model': 'model', 'teacher_epochs': 'epochs', 'teacher_lr': 'lr', 'teacher_batch_size': 'batch_size',
-                   'gamma1': 'gamma1', 'domain_corruption': 'domain_corruption'}
+                   'gamma1': 'gamma1', 'domain_corruption': 'domain_corruption', 'padding': 'padding',
+                   'bucket_batches': 'bucket_batches'}  # padding: teachers and students alike
 STUDENT_OPTIONS = {'student_model': 'student', 'student_layers': 'student_layers', 'student_epochs': 'epochs',
                    'student_lr': 'lr', 'student_batch_size': 'batch_size', 'graph_update': 'graph_update',
-                   'normalization': 'normalization', 'prediction_epochs': 'prediction_epochs', 'gamma2': 'gamma2'}
+                   'normalization': 'normalization', 'prediction_epochs': 'prediction_epochs', 'gamma2': 'gamma2',
+                   'padding': 'padding', 'bucket_batches': 'bucket_batches', 'distributed_prototypes': 'distributed_prototypes'}
 
 def _unset(value) -> bool: return value is None or (not isinstance(value, bool) and value in ('', 0, 0.0, []))
 
@@ -282,10 +286,11 @@ def run_pipeline(config: PipelineConfig,
                  log=print,  # where the one-line-per-stage report goes (None: nowhere)
                 ) -> dict:  # the summary (also OUT/results/summary.json); {'status': 'interrupted', ...} if stopped
     "Teachers -> students -> evaluation -> results for one dataset, seed and method set (Tables 2-4, Fig. 2)."
-    from hrkd.evaluate import efficiency, plot_ratios
-    say = log or (lambda line: None)
+    say = log if log is not None and current().main else (lambda line: None)  # under torchrun: rank 0 reports
     out = Path(out)
     configs = config.stage_configs()  # every config is checked before any data is read or folder is made
+    if current().enabled and any(r.teacher == 'meta' for r in configs):
+        raise ValueError("Meta-KD rows run in one process: run them without torchrun (or leave them out of --methods)")
     if resume and (out / 'pipeline.json').is_file():  # the same pipeline, or refuse; a finished one is read back
         saved = json.loads((out / 'pipeline.json').read_text())['config']
         check_compatible(saved, json.loads(json.dumps(config.to_dict())), keys=sorted(set(saved) - _RESUMABLE_CHANGES))
@@ -293,26 +298,19 @@ def run_pipeline(config: PipelineConfig,
             say(f"finished earlier: {out / 'results'}")
             return json.loads((out / 'results' / 'summary.json').read_text())
     data = load_data(config.dataset, config.data_dir, config.domains, config.few_shot)
-    if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {out} is a file, not a folder")
-    if not resume and out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} already holds a pipeline; resume it (resume=True / --resume) or use another folder")
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / '.write-test'; probe.write_text(''); probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"cannot write the pipeline folder {out}: {e.strerror or e}") from None
+    created = on_main(_make_folder, out, resume)  # under torchrun: rank 0 makes and writes the pipeline folder
     cache = Path(os.environ.get('HRKD_CACHE') or out / 'cache')
     try:
         first_teacher = next(r for r in configs if r.student is None)
         tokenizer = load_tokenizer(configs[first_teacher].model)
-        data = tokenize(data, tokenizer, max_length=config.max_length, cache_dir=cache)
+        with main_first():  # rank 0 tokenizes into the cache, the other ranks read it
+            data = tokenize(data, tokenizer, max_length=config.max_length, cache_dir=cache)
     except BaseException:
-        if created: shutil.rmtree(out, ignore_errors=True)  # a pipeline that failed before its first stage leaves nothing
+        if created and current().main: shutil.rmtree(out, ignore_errors=True)  # a pipeline that failed before its first stage leaves nothing
         raise
     domains = domain_names(data['train'])
     precision = resolve_precision(config.precision, config.device)
-    write_json_atomic(out / 'pipeline.json', {'dataset': config.dataset, 'preset': config.preset, 'seed': config.seed,
+    on_main(write_json_atomic, out / 'pipeline.json', {'dataset': config.dataset, 'preset': config.preset, 'seed': config.seed,
                                              'few_shot': config.few_shot, 'max_steps': config.max_steps,
                                              'rows': [r.key for r in configs], 'config': config.to_dict(),
                                              'configs': {r.stage: c.to_dict() for r, c in configs.items()},
@@ -330,6 +328,23 @@ def run_pipeline(config: PipelineConfig,
             say(f"interrupted in {folder}; continue with resume=True (--resume)")
             return {**results[row], 'stage': row.stage}
         if row.student is None: teachers[row.teacher] = _load_teacher(row, folder)
+    return on_main(_finish, config, configs, out, results, teachers, domains, precision, started, say)
+
+def _make_folder(out: Path, resume: bool) -> bool:  # whether the folder was created
+    if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {out} is a file, not a folder")
+    if not resume and out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} already holds a pipeline; resume it (resume=True / --resume) or use another folder")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / '.write-test'; probe.write_text(''); probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"cannot write the pipeline folder {out}: {e.strerror or e}") from None
+    return created
+
+def _finish(config, configs, out, results, teachers, domains, precision, started, say) -> dict:
+    "Speed comparison, summary.json, table.md and the ratio plots (rank 0 under torchrun)."
+    from hrkd.evaluate import efficiency, plot_ratios
     timed = {}
     if config.efficiency_repeats > 0:
         for row in configs:  # one model per row: the teachers with one model, and the multi-domain students

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from datasets import DatasetDict
 
-from .data import PooledLoader, domain_names, manifest_digest, split_manifest
+from .data import PooledLoader, _row_lengths, domain_names, manifest_digest, split_manifest
 from .evaluate import accuracy_by_domain, evaluate, predict
 from .models import MultiDomainBert
 from .training import check_compatible, keep_freed_memory, read_jsonl, run_metadata, write_json_atomic
@@ -35,6 +35,7 @@ def evaluate_splits(model: MultiDomainBert,  # teacher or student
                     batch_size: int = 64,
                     device='cpu',
                     precision: str = 'fp32',  # 'fp32' or 'bf16'
+                    trim: bool = False,  # dynamic padding: rows by length, each batch padded to its longest row
                    ) -> dict:  # {split: {domain: accuracy %, ..., 'average'}}
     "Per-domain accuracy and its average on each split (Sec. 3.4), in eval mode without gradients."
     results = {}
@@ -43,10 +44,11 @@ def evaluate_splits(model: MultiDomainBert,  # teacher or student
         if domain is not None:
             index = domains.index(domain)
             dataset = rows_of_domain(dataset, index)
-            out = predict(model, PooledLoader(dataset, batch_size, shuffle=False), device, precision)
+            if trim: dataset = dataset.select(np.argsort(_row_lengths(dataset), kind='stable'))  # order-free accuracy
+            out = predict(model, PooledLoader(dataset, batch_size, shuffle=False, trim=trim), device, precision)
             results[split] = accuracy_by_domain(out['logits'], out['labels'], torch.zeros_like(out['domain_ids']), [domain])
         else:
-            results[split] = evaluate(model, dataset, domains, batch_size, device, precision)
+            results[split] = evaluate(model, dataset, domains, batch_size, device, precision, trim=trim)
     return results
 
 def select_results(evals: list,  # records of evals.jsonl: {'step', 'dev': {...}, 'test': {...}}

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from datasets import DatasetDict
 
-from .data import MultiDomainLoader, PooledLoader
+from .data import PADDINGS, MultiDomainLoader, PooledLoader
+from .distributed import check_batch_size, on_main
 from .evaluate import count_parameters
 from .losses import per_domain_mean
 from .models import OFFLINE_TEACHER, MultiDomainBert, teacher_from_pretrained, HEAD_ACTIVATIONS
@@ -50,12 +51,15 @@ class TeacherConfig:
     seed: int = 42
     eval_batch_size: int = 64
     max_steps: int | None = None  # stop (finished) after this many optimizer steps; the schedule shrinks with it
+    padding: str = 'fixed'  # 'fixed' (paper: every row max_length), 'batch' (to each batch's longest row), 'bucket'
+    bucket_batches: int = 50  # padding 'bucket': rows sorted by length within chunks of this many steps
 
     def __post_init__(self):
         for name, value, valid in (('kind', self.kind, self.kinds), ('selection', self.selection, SELECTIONS),
+                                   ('padding', self.padding, PADDINGS),
                                    ('precision', self.precision, PRECISIONS), ('head_activation', self.head_activation, HEAD_ACTIVATIONS)):
             if value not in valid: raise ValueError(f"unknown {name} {value!r}; valid: {valid}")
-        for name in ('epochs', 'batch_size', 'eval_every', 'eval_batch_size'):
+        for name in ('epochs', 'batch_size', 'eval_every', 'eval_batch_size', 'bucket_batches'):
             if int(getattr(self, name)) < 1: raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         if not self.lr > 0: raise ValueError(f"lr must be positive; got {self.lr}")
         if self.max_steps is not None and int(self.max_steps) < 1: raise ValueError(f"max_steps must be >= 1; got {self.max_steps}")
@@ -83,8 +87,10 @@ def _fit_teacher(config, data, domains, model_domains, run_dir, tokenizer, resum
     if domain is not None:
         index = domains.index(domain)
         train = rows_of_domain(train, index)
-    loader = (MultiDomainLoader(train, batch_size=config.batch_size, seed=config.seed) if config.kind == 'mtl'
-              else PooledLoader(train, config.batch_size, seed=config.seed, shuffle=True))
+    padding = dict(pad_token_id=getattr(tokenizer, 'pad_token_id', None) or 0, trim=config.padding != 'fixed',
+                   bucket=config.bucket_batches if config.padding == 'bucket' else None)  # the loss does not change
+    loader = (MultiDomainLoader(train, batch_size=config.batch_size, seed=config.seed, **padding) if config.kind == 'mtl'
+              else PooledLoader(train, config.batch_size, seed=config.seed, shuffle=True, **padding))
     optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
     total = schedule_steps(config.epochs, len(loader), config.max_steps)
     scheduler = linear_warmup_schedule(optimizer, total, config.warmup_fraction)
@@ -95,7 +101,7 @@ def _fit_teacher(config, data, domains, model_domains, run_dir, tokenizer, resum
         return loss, {}
     def evaluate_fn(step, splits=('dev', 'test')):  # train_loop asks for test only where a selection can land
         return evaluate_splits(model, data, domains, splits=splits, domain=domain, batch_size=config.eval_batch_size,
-                               device=device, precision=precision)
+                               device=device, precision=precision, trim=config.padding != 'fixed')
     def save_best(step): model.save_pretrained(run_dir / 'model', tokenizer=tokenizer)
     out = train_loop(run_dir, step_fn, loader, {'model': model}, optimizer, scheduler, config.epochs, evaluate_fn,
                      config.eval_every, {**config.to_dict(), 'domain': domain}, save_best=save_best,
@@ -118,10 +124,11 @@ def train_teacher(config: TeacherConfig,
     "Fine-tune a single / mix / mtl teacher with dev selection and resumable checkpoints (Sec. 3.1, Tables 2-3)."
     if not isinstance(config, TeacherConfig): raise TypeError(f"config must be a TeacherConfig; got {type(config).__name__}")
     domains = check_splits(data)
+    check_batch_size(config.batch_size, config.kind == 'mtl')  # under torchrun: every rank gets a share of each domain
     run_dir = Path(run_dir)
-    if resume and (done := resume_finished(run_dir, config.to_dict(), data)) is not None: return done  # a finished run is never touched again
-    digest = start_run(run_dir, data, config.to_dict(), config.seed, 'teacher', domains, resume, device,
-                       resolve_precision(config.precision, device))
+    if resume and (done := on_main(resume_finished, run_dir, config.to_dict(), data)) is not None: return done  # a finished run is never touched again
+    digest = on_main(start_run, run_dir, data, config.to_dict(), config.seed, 'teacher', domains, resume, device,
+                     resolve_precision(config.precision, device))  # under torchrun: rank 0 writes the run folder
     if config.kind == 'single':
         runs = {d: _fit_teacher(config, data, domains, [d], run_dir / d, tokenizer, resume, progress, stop_after, device, d,
                                 keep_checkpoint)
@@ -131,6 +138,9 @@ def train_teacher(config: TeacherConfig,
                                    tokenizer, resume, progress, stop_after, device, keep_checkpoint=keep_checkpoint)}
     if any(r['status'] != 'finished' for r in runs.values()):
         return {'status': 'interrupted', 'run_dir': str(run_dir)}
+    return on_main(_write_results, config, runs, run_dir, domains, digest)  # every rank gets rank 0's results
+
+def _write_results(config, runs, run_dir, domains, digest):
     selections = run_selections(run_dir, domains, config.kind == 'single')  # single: each domain from its own teacher
     results = {'status': 'finished', 'role': 'teacher', 'kind': config.kind, 'selection': config.selection,
                'domains': domains, 'test': selections[config.selection]['test'], 'dev': selections[config.selection]['dev'],

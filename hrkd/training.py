@@ -414,11 +414,15 @@ def train_loop(run_dir: str | Path,  # the run folder: last.pt, metrics.jsonl, e
               ) -> dict:  # {'status': 'finished'|'interrupted', 'step', 'epoch', 'best': {...}, 'seconds': all sessions}
     "Train for `epochs` epochs of `loader` with evaluation, best-model saving and resumable checkpoints (Sec. 3.3)."
     from tqdm.auto import tqdm
+    from hrkd.distributed import check_loader, current, distributed_step, reduce_step
     started = time.perf_counter()
+    dist = current()  # under torchrun: each rank trains on its shard, rank 0 evaluates and writes (`hrkd.distributed`)
+    main = dist.main
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     last, metrics_file, evals_file = run_dir / 'last.pt', run_dir / 'metrics.jsonl', run_dir / 'evals.jsonl'
     finished_file = run_dir / FINISHED_FILE
     if eval_every < 1: raise ValueError(f"eval_every must be >= 1; got {eval_every}")
+    check_loader(loader, dist)  # under torchrun: every step must leave each rank a share
     total, step, epoch, best, previous, eval_previous = schedule_steps(epochs, len(loader), max_steps), 0, 0, {}, 0.0, 0.0
     if resume and finished_file.exists():  # a finished run: report it, train nothing, write nothing
         done = json.loads(finished_file.read_text())
@@ -432,18 +436,19 @@ def train_loop(run_dir: str | Path,  # the run folder: last.pt, metrics.jsonl, e
         state = restore_training_state(state, modules, optimizer, scheduler, loader)
         step, epoch, best, previous = state['step'], state['epoch'], dict(state['best']), state['seconds']
         eval_previous = float(state.get('eval_seconds', 0.0))
-        _truncate_jsonl(metrics_file, step); _truncate_jsonl(evals_file, step)
+        if main: _truncate_jsonl(metrics_file, step); _truncate_jsonl(evals_file, step)
     elif last.exists() or evals_file.exists() or finished_file.exists():
         raise FileExistsError(f"{run_dir} already holds a run; resume it (resume=True / --resume) or use another folder")
     def seconds(): return previous + time.perf_counter() - started  # this session's time plus the earlier ones'
     eval_seconds = eval_previous  # time inside evaluate_fn, all sessions
     def checkpoint():
+        if not main: return
         save_checkpoint(last, {**capture_training_state(step, epoch, modules, optimizer, scheduler, loader,
                                                         config=config, best=best, seconds=seconds()),
                                'eval_seconds': eval_seconds})
     selective = test_on_improvement and 'splits' in inspect.signature(evaluate_fn).parameters
     dev_best = {}  # best dev accuracy so far of every domain and of the average (from the log, on a resume)
-    for record in (read_jsonl(evals_file) if evals_file.exists() else []):
+    for record in (read_jsonl(evals_file) if main and evals_file.exists() else []):
         for k, v in record['dev'].items(): dev_best[k] = max(dev_best.get(k, -math.inf), v)
     def evaluate(step):
         "Dev always; test only where some dev accuracy improves: the only steps either selection can pick."
@@ -454,22 +459,25 @@ def train_loop(run_dir: str | Path,  # the run folder: last.pt, metrics.jsonl, e
         return result
     fresh_epoch = step == 0 or loader.state_dict().get('step', 0) >= len(loader)
     if step > 0 and fresh_epoch: epoch += 1  # the checkpoint was written at the end of an epoch
-    bar = tqdm(total=total, initial=step, disable=not progress, desc=desc, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=step, disable=not (progress and main), desc=desc, dynamic_ncols=True)
     status = 'finished'
+    if dist.enabled:  # this rank's shard of every step, gradients averaged over the ranks
+        step_fn = distributed_step(step_fn, modules, len(loader.domains) if hasattr(loader, 'domains') else None, dist)
     with _StopRequested() as stop:
         while epoch < epochs and status == 'finished' and step < total:
             if fresh_epoch: loader.set_epoch(epoch)
             fresh_epoch = True
             for batch in loader:
                 loss, logs = step_fn(batch)
-                if not torch.isfinite(loss): raise FloatingPointError(f"loss is {loss.item()} at step {step + 1}: stopping")
+                value, stop_any = reduce_step(loss, stop.requested)  # the whole step's loss; any rank interrupted?
+                if not math.isfinite(value): raise FloatingPointError(f"loss is {value} at step {step + 1}: stopping")
                 grad_norm = clip_and_step(loss, optimizer, scheduler, max_grad_norm)
-                loss = loss.item(); step += 1; bar.update(1)
-                if step % log_every == 0 or step == 1:
+                loss = value; step += 1; bar.update(1)
+                if main and (step % log_every == 0 or step == 1):
                     append_jsonl(metrics_file, {'step': step, 'epoch': epoch, 'loss': loss, 'grad_norm': grad_norm,
                                                 'lr': optimizer.param_groups[0]['lr'], **logs})
                     bar.set_postfix(loss=f'{loss:.4g}')
-                if step % eval_every == 0 or step == total:
+                if main and (step % eval_every == 0 or step == total):  # the other ranks wait in the next step
                     eval_started = time.perf_counter()
                     result = evaluate(step)
                     eval_seconds += time.perf_counter() - eval_started
@@ -481,13 +489,13 @@ def train_loop(run_dir: str | Path,  # the run folder: last.pt, metrics.jsonl, e
                     bar.set_postfix(loss=f'{loss:.4g}', dev=f"{result['dev']['average']:.2f}")
                     checkpoint()
                 if step >= total and total < epochs * len(loader): break  # max_steps reached mid-schedule: finished
-                if stop.requested or (stop_after is not None and step >= stop_after):
+                if (stop_any if dist.enabled else stop.requested) or (stop_after is not None and step >= stop_after):
                     checkpoint(); status = 'interrupted'; break
             else:
                 epoch += 1
     bar.close()
     result = {'step': step, 'epoch': epoch, 'best': best, 'seconds': seconds(), 'eval_seconds': eval_seconds}
-    if status == 'finished':
+    if status == 'finished' and main:
         write_json_atomic(finished_file, {**result, 'config': _json_roundtrip(config)})  # first the marker, then
         if not keep_checkpoint: last.unlink(missing_ok=True)  # the checkpoint goes: a crash between them is harmless
     return {'status': status, **result}
