@@ -634,7 +634,7 @@ def collate(rows: Sequence[Mapping],  # tokenized rows (dicts with input_ids, ..
     if not rows: raise ValueError("A batch needs at least one row; got none")
     return _collate_columns({k: [r[k] for r in rows] for k in rows[0]}, pad_token_id, trim)
 
-# %% ../nbs/00_data.ipynb #17210bda
+# %% ../nbs/00_data.ipynb #35f40771
 PADDINGS = ('fixed', 'batch', 'bucket')
 
 def fixed_length(data: Dataset,  # a tokenized split

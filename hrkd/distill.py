@@ -115,7 +115,7 @@ def distill_step(student: MultiDomainBert,
                  num_domains: int,  # D of the student
                  config: DistillConfig,
                  teacher_domain: int | None = None,  # single-domain student from a multi-head teacher: that head
-                 full_length: int | None = None,  # dynamic padding: the fixed length whose loss normalisers are kept
+                 full_length: int | None = None,  # dynamic padding: the fixed length; layer losses over real tokens only
                 ) -> tuple:  # (total loss, logs)
     "Loss of one TinyBERT-KD (Eq. 5) or HRKD (Eq. 17) step on a batch that mixes the domains."
     ids = batch['domain_ids'] if num_domains > 1 else torch.zeros_like(batch['domain_ids'])  # [B]
@@ -126,7 +126,8 @@ def distill_step(student: MultiDomainBert,
     projected = fit(s.hidden_states)
     losses = kd_losses(projected, t.hidden_states, s.attention_scores, t.attention_scores, s.logits, t.logits, layer_map,
                        ids, num_domains, temperature=config.temperature, normalization=config.normalization,
-                       full_length=full_length if batch['input_ids'].shape[1] != full_length else None)
+                       full_length=full_length,
+                       attention_mask=batch['attention_mask'] if full_length is not None else None)
     ratios, logs = None, {}
     if objective is not None and objective.domain_relational:
         out = objective_output(objective, s.hidden_states, projected, batch['attention_mask'], ids, num_domains, config)
