@@ -12,6 +12,7 @@ Usage: HRKD_DATA_DIR=... python benchmarks/padding_accuracy.py --out runs/paddin
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def main():
                                  eval_every=max(args.teacher_steps // 3, 1), padding='bucket')
     teacher_run = args.out / 'teacher-mtl'
     teacher_results = train_teacher(teacher_cfg, data, teacher_run, tokenizer=tokenizer, resume=True)
+    if teacher_results['status'] != 'finished': sys.exit(f"interrupted in {teacher_run}: run the same command again")
     teacher = load_teacher(teacher_run)
     students = {}
     for padding in ('fixed', 'bucket'):
@@ -51,6 +53,7 @@ def main():
         folder = args.out / f'mtl-hrkd-{padding}'
         started = time.perf_counter()
         results = distill(config, teacher, data, folder, tokenizer=tokenizer, resume=True)
+        if results['status'] != 'finished': sys.exit(f"interrupted in {folder}: run the same command again")
         evals = read_jsonl(folder / 'evals.jsonl')
         students[padding] = {'selections': results['selections'], 'train_seconds': results['train_seconds'],
                              'eval_seconds': results['eval_seconds'],
