@@ -7,7 +7,7 @@ the evaluation share of each run's wall time, and the speed-up. Every run folder
 implied): rerunning the script after an interruption continues where it stopped.
 
 Usage: HRKD_DATA_DIR=... python benchmarks/padding_accuracy.py --out runs/padding-mnli [--teacher-steps 600]
-       [--student-steps 300] [--per-domain 8] [--json results/padding_accuracy.json]
+       [--student-steps 300] [--per-domain 8] [--json results/padding-mnli-offline-cpu/padding_accuracy.json]
 """
 import argparse
 import json
