@@ -118,3 +118,6 @@ def test_torchrun_command_line(tmp_path, launches):
     bad = _run(_torchrun('--no-python', exe, 'pipeline', *common, '--student-batch-size', '3', '--out', str(tmp_path / 'q')))
     assert bad.returncode != 0
     assert bad.stderr.count("--batch-size 3 (rows per domain) does not divide among 2 ranks") == 1, bad.stderr[-3000:]
+    meta = _run(_torchrun('--no-python', exe, 'pipeline', *common[:-1], 'meta>metakd', '--out', str(tmp_path / 'm')))
+    assert meta.returncode != 0 and meta.stderr.count("Meta-KD rows run in one process") == 1, meta.stderr[-3000:]
+    assert not (tmp_path / 'm').exists()  # refused before anything was written
