@@ -33,8 +33,8 @@ from sklearn.model_selection import StratifiedKFold
 __all__ = ['AMAZON_DOMAINS', 'MNLI_DOMAINS', 'AMAZON_LABELS', 'MNLI_LABELS', 'SPLITS', 'TABLE_1', 'AMAZON_SOURCE', 'MNLI_SOURCE',
            'AMAZON_TABLE_1_DIGEST', 'PADDINGS', 'data_dir', 'read_reviews', 'meta_kd_split', 'amazon_reviews',
            'domain_names', 'split_manifest', 'manifest_digest', 'split_counts', 'head_count', 'read_mnli', 'mnli',
-           'few_shot', 'load_multidomain', 'tokenize', 'trim_padding', 'collate', 'fixed_length', 'MultiDomainLoader',
-           'PooledLoader', 'mixed_loader', 'eval_loaders']
+           'few_shot', 'load_multidomain', 'tokenize', 'trim_padding', 'collate', 'fixed_length', 'padding_options',
+           'by_length', 'MultiDomainLoader', 'PooledLoader', 'mixed_loader', 'eval_loaders']
 
 # %% ../nbs/00_data.ipynb #da6792fe
 AMAZON_DOMAINS = ['books', 'dvd', 'electronics', 'kitchen']
@@ -644,6 +644,15 @@ def fixed_length(data: Dataset,  # a tokenized split
     array = data.select_columns(['input_ids']).with_format('arrow')[:]['input_ids'].combine_chunks()
     return int(pc.max(pc.list_value_length(array)).as_py() or 0)
 
+def padding_options(padding: str,  # one of PADDINGS
+                    bucket_batches: int = 50,  # steps per length-sorted chunk ('bucket')
+                    tokenizer=None,  # its pad id fills rows of unequal length (0 without one)
+                   ) -> dict:  # keyword arguments of `MultiDomainLoader` / `PooledLoader`
+    "The loader options of a trainer's `padding` setting."
+    if padding not in PADDINGS: raise ValueError(f"unknown padding {padding!r}; valid: {PADDINGS}")
+    return dict(pad_token_id=getattr(tokenizer, 'pad_token_id', None) or 0, trim=padding != 'fixed',
+                bucket=bucket_batches if padding == 'bucket' else None)
+
 # %% ../nbs/00_data.ipynb #8135e9e7
 def _row_lengths(data: Dataset) -> np.ndarray:  # [N] int
     "Real tokens of every row: the sum of its attention_mask (the length of its input_ids where there is no mask)."
@@ -654,6 +663,11 @@ def _row_lengths(data: Dataset) -> np.ndarray:  # [N] int
     totals = np.concatenate([[0], np.cumsum(pc.list_flatten(array).to_numpy(zero_copy_only=False), dtype=np.int64)])
     ends = np.cumsum(counts)
     return totals[ends] - totals[ends - counts]
+
+
+def by_length(data: Dataset) -> Dataset:
+    "The rows of `data` shortest first (stable): batches of similar lengths, for evaluations whose result ignores row order."
+    return data.select(np.argsort(_row_lengths(data), kind='stable'))
 
 
 def _bucket_order(order: torch.Tensor,  # [S, n] row indices: one stream per domain (S = 1 for a pooled loader)

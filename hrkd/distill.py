@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from datasets import DatasetDict
 
-from .data import PADDINGS, MultiDomainLoader, PooledLoader, fixed_length
+from .data import PADDINGS, MultiDomainLoader, PooledLoader, fixed_length, padding_options
 from .distributed import check_batch_size, on_main
 from .evaluate import count_parameters
 from .losses import kd_losses
@@ -71,7 +71,8 @@ class DistillConfig:
     distributed_prototypes: str = 'global'  # under torchrun: 'global' (Eq. 6, all ranks' rows) or 'local' (released)
 
     def __post_init__(self):
-        for name, valid in (('method', METHODS), ('padding', PADDINGS), ('distributed_prototypes', DISTRIBUTED_PROTOTYPES), ('selection', SELECTIONS), ('normalization', ('paper', 'released')),
+        for name, valid in (('method', METHODS), ('selection', SELECTIONS), ('normalization', ('paper', 'released')),
+                            ('padding', PADDINGS), ('distributed_prototypes', DISTRIBUTED_PROTOTYPES),
                             ('ablation', tuple(ABLATIONS)), ('graph_update', GRAPH_UPDATES), ('precision', PRECISIONS),
                             ('prototype_source', PROTOTYPE_SOURCES), ('prototype_padding', PROTOTYPE_PADDING),
                             ('fit_init', FIT_INITS), ('head_activation', HEAD_ACTIVATIONS)):
@@ -216,8 +217,7 @@ def _distill_one(config, teacher, data, domains, run_dir, tokenizer, resume, pro
     optimizer = make_optimizer(decay_parameter_groups(list(modules.values()), config.weight_decay), lr=config.lr,
                                weight_decay=config.weight_decay)
     train = data['train'] if domain is None else rows_of_domain(data['train'], domains.index(domain))
-    padding = dict(pad_token_id=getattr(tokenizer, 'pad_token_id', None) or 0, trim=config.padding != 'fixed',
-                   bucket=config.bucket_batches if config.padding == 'bucket' else None)
+    padding = padding_options(config.padding, config.bucket_batches, tokenizer)
     full_length = fixed_length(train) if config.padding != 'fixed' else None  # the normalisers of Eqs. (1), (3), (4)
     loader = (MultiDomainLoader(train, batch_size=config.batch_size, seed=config.seed, **padding) if domain is None
               else PooledLoader(train, config.batch_size, seed=config.seed, shuffle=True, **padding))

@@ -18,7 +18,7 @@ import torch
 from datasets import ClassLabel, Dataset
 from tqdm.auto import tqdm
 
-from .data import PooledLoader, _row_lengths
+from .data import PooledLoader, by_length
 from .models import MultiDomainBert
 from .training import autocast as precision_autocast
 
@@ -115,7 +115,7 @@ def evaluate(model: MultiDomainBert,  # teacher or student (per-domain heads in 
         raise ValueError(f"the model's heads are for domains {model.domains}, not domains={domains} "
                          "(same names in the same order, or a single-head model)")
     if trim:  # accuracy does not depend on the order of the rows: take them by length, so that batches are short
-        dataset = dataset.select(np.argsort(_row_lengths(dataset), kind='stable'))
+        dataset = by_length(dataset)
     out = predict(model, PooledLoader(dataset, batch_size, shuffle=False, trim=trim), device, precision, progress)
     return accuracy_by_domain(out['logits'], out['labels'], out['domain_ids'], domains)
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from datasets import DatasetDict
 
-from .data import PADDINGS, MultiDomainLoader, PooledLoader
+from .data import PADDINGS, MultiDomainLoader, PooledLoader, padding_options
 from .distributed import check_batch_size, on_main
 from .evaluate import count_parameters
 from .losses import per_domain_mean
@@ -87,8 +87,7 @@ def _fit_teacher(config, data, domains, model_domains, run_dir, tokenizer, resum
     if domain is not None:
         index = domains.index(domain)
         train = rows_of_domain(train, index)
-    padding = dict(pad_token_id=getattr(tokenizer, 'pad_token_id', None) or 0, trim=config.padding != 'fixed',
-                   bucket=config.bucket_batches if config.padding == 'bucket' else None)  # the loss does not change
+    padding = padding_options(config.padding, config.bucket_batches, tokenizer)  # the loss does not change
     loader = (MultiDomainLoader(train, batch_size=config.batch_size, seed=config.seed, **padding) if config.kind == 'mtl'
               else PooledLoader(train, config.batch_size, seed=config.seed, shuffle=True, **padding))
     optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)

@@ -13,31 +13,17 @@ from pathlib import Path
 os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
 import torch
 import datasets, transformers
-from transformers import BertConfig, BertModel
 
 from hrkd.data import tokenize
 from hrkd.distill import DistillConfig, distill
-from hrkd.distributed import current, init_distributed
-from hrkd.fixtures import toy_reviews
-from hrkd.distributed import shard_batch
-from hrkd.models import OFFLINE_TEACHER, load_tokenizer, teacher_from_pretrained
+from hrkd.distributed import init_distributed, shard_batch
+from hrkd.fixtures import tiny_pretrained, toy_reviews
+from hrkd.models import load_tokenizer, teacher_from_pretrained
 from hrkd.prototypes import layer_prototypes
 from hrkd.teachers import TeacherConfig, train_teacher
 
 transformers.utils.logging.disable_progress_bar(); datasets.disable_progress_bars()
 torch.set_num_threads(1)
-
-
-def tiny_model(folder: Path) -> Path:
-    "A 4-layer, 24-wide random BERT without dropout, with the offline tokenizer (written once, by rank 0)."
-    tokenizer = load_tokenizer(OFFLINE_TEACHER)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=24, num_hidden_layers=4, num_attention_heads=4,
-                        intermediate_size=48, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def prototype_check(dist) -> dict:
@@ -69,7 +55,8 @@ def main(out: Path):
     dist = init_distributed('cpu')
     out.mkdir(parents=True, exist_ok=True)
     tiny = out / 'tiny'
-    if dist.main and not (tiny / 'config.json').exists(): tiny_model(tiny)
+    if dist.main and not (tiny / 'config.json').exists():  # dropout 0: one process and two ranks compute one function
+        tiny_pretrained(tiny, layers=4, hidden=24, dropout=0.0)
     if dist.enabled: torch.distributed.barrier()
     tokenizer = load_tokenizer(tiny)
     data = tokenize(toy_reviews(sizes=(48, 8, 8)), tokenizer, max_length=24)  # 3 domains, 144 training rows
