@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['PRESET_NAMES', 'TEACHER_KIND_NAMES', 'SELECTION_NAMES', 'PRECISION_NAMES', 'ABLATION_NAMES', 'GRAPH_UPDATE_NAMES',
-           'STUDENT_METHOD_NAMES', 'METHOD_SET_NAMES', 'PADDING_NAMES', 'COMMANDS', 'DISTRIBUTED_COMMANDS',
-           'positive_int', 'positive_float', 'share', 'parser', 'cmd_teacher', 'cmd_distill', 'cmd_evaluate',
-           'cmd_pipeline', 'cmd_batch', 'cmd_export', 'main']
+           'STUDENT_METHOD_NAMES', 'METHOD_SET_NAMES', 'GRAPH_ATTENTION_NAMES', 'TEACHER_CACHE_NAMES', 'PADDING_NAMES',
+           'COMMANDS', 'DISTRIBUTED_COMMANDS', 'positive_int', 'positive_float', 'share', 'parser', 'cmd_teacher',
+           'cmd_distill', 'cmd_evaluate', 'cmd_pipeline', 'cmd_batch', 'cmd_export', 'main']
 
 # %% ../nbs/11_cli.ipynb #e5572a25
 import argparse
@@ -20,14 +20,16 @@ from pathlib import Path
 # %% ../nbs/11_cli.ipynb #c301218a
 # The choices of the options, written out so that `hrkd --help` answers without importing torch; a lesson below
 # checks that they equal the library's own constants.
-PRESET_NAMES = ('offline', 'paper')
+PRESET_NAMES = ('offline', 'paper', 'offline-2layer')
 TEACHER_KIND_NAMES = ('single', 'mix', 'mtl')
 SELECTION_NAMES = ('shared', 'per_domain')
 PRECISION_NAMES = ('auto', 'bf16', 'fp32')
 ABLATION_NAMES = ('hrkd', '-self_attention', '-comp_agg', '-hierarchical', '-domain_rel')
 GRAPH_UPDATE_NAMES = ('joint', 'frozen')
 STUDENT_METHOD_NAMES = ('tinybert', 'hrkd', 'metakd')
-METHOD_SET_NAMES = ('default', 'table', 'ablation', 'few_shot')
+METHOD_SET_NAMES = ('default', 'table', 'ablation', 'few_shot', 'gatv2')
+GRAPH_ATTENTION_NAMES = ('gat', 'gatv2')
+TEACHER_CACHE_NAMES = ('on', 'off')
 PADDING_NAMES = ('fixed', 'batch', 'bucket')
 
 def positive_int(text: str) -> int:
@@ -56,7 +58,8 @@ def _data_args(p):
     p.add_argument('--data-dir', default=None, help="folder of the real data (default: $HRKD_DATA_DIR)")
     p.add_argument('--domains', default=None, help="comma-separated subset of the dataset's domains (default: all)")
     p.add_argument('--preset', choices=PRESET_NAMES, default='offline',
-                   help="offline: MiniLM-L6 teacher and its layers 2,4,6 as student; paper: BERT-base -> TinyBERT (needs the hub)")
+                   help="offline: MiniLM-L6 teacher and its layers 2,4,6 as student; offline-2layer: its layers 3,6 "
+                        "(the paper's 3:1 depth ratio); paper: BERT-base -> TinyBERT (needs the hub)")
     p.add_argument('--max-length', type=positive_int, default=128, help="tokens per row (Sec. 3.3)")
     p.add_argument('--seed', type=int, default=42, help="seed of initialisation, dropout and data order")
     p.add_argument('--precision', choices=PRECISION_NAMES, default='auto', help="auto: bf16 autocast where supported")
@@ -107,6 +110,9 @@ def _student_args(p, prefix=''):
                    help="under torchrun: prototypes of the whole step's batch (Eq. 6) or of each rank's share (released code)")
     p.add_argument('--prediction-epochs', type=positive_int, default=3, help="metakd: epochs of the prediction stage")
     p.add_argument('--gamma2', type=float, default=0.5, help="metakd: weight of the transferable knowledge loss")
+    p.add_argument('--teacher-cache', choices=TEACHER_CACHE_NAMES, default='on',
+                   help="on: the teacher's outputs of every training row computed once and read back (the same numbers, faster); "
+                        "off: the teacher runs at every step")
 
 def parser() -> argparse.ArgumentParser:
     "The `hrkd` command line."
@@ -124,6 +130,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--method', choices=STUDENT_METHOD_NAMES, default='hrkd', help="tinybert: Eq. 5; hrkd: Eq. 17; metakd needs a meta-teacher run")
     p.add_argument('--ablation', choices=ABLATION_NAMES, default='hrkd', help="an HRKD row of Table 4")
     p.add_argument('--single-domain', action='store_true', help="one student per domain (tinybert only)")
+    p.add_argument('--graph-attention', choices=GRAPH_ATTENTION_NAMES, default='gat',
+                   help="HRKD's domain-relational graph: gat (the paper, Eqs. 7-12) or gatv2 (dynamic attention, beyond the paper)")
     p.add_argument('--run-dir', required=True, help="the run folder to write")
     p = sub.add_parser('evaluate', help='per-domain accuracy of a saved teacher or student', formatter_class=fmt)
     _data_args(p)
@@ -132,13 +140,14 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser('pipeline', help='teachers -> students -> evaluation -> results for one dataset and seed', formatter_class=fmt)
     _common(p); _teacher_args(p, 'teacher-'); _student_args(p, 'student-')
     p.add_argument('--methods', default='default',
-                   help=f"a set ({', '.join(METHOD_SET_NAMES)}) or comma-separated rows teacher>student[:ablation], e.g. "
-                        "'single>tinybert,mtl>hrkd:-comp_agg' (teachers single/mix/mtl/meta; students tinybert, "
-                        "tinybert-single, hrkd, metakd); the short forms tinybert, hrkd, tinybert-single, metakd still work")
+                   help=f"sets ({', '.join(METHOD_SET_NAMES)}) and rows teacher>student[:ablation][+gatv2], comma-separated, e.g. "
+                        "'single>tinybert,mtl>hrkd:-comp_agg' or 'ablation,mtl>hrkd:gatv2' (teachers single/mix/mtl/meta; students "
+                        "tinybert, tinybert-single, hrkd, metakd); the short forms tinybert, hrkd, tinybert-single, metakd still work")
     p.add_argument('--ablations', default=None, help=f"comma-separated Table 4 rows added to every HRKD row: {', '.join(ABLATION_NAMES)}")
     p.add_argument('--teacher-kind', choices=TEACHER_KIND_NAMES, default='mtl', help="the teacher of the short method names")
     p.add_argument('--out', required=True, help="the pipeline folder; results go to OUT/results")
     p.add_argument('--efficiency-repeats', type=int, default=10, help="rounds of the teacher/student speed comparison (0 skips it)")
+    p.add_argument('--plan', action='store_true', help="print the stages left, their steps, evaluations and estimated hours on this machine, and stop")
     p = sub.add_parser('batch', help='run a grid of pipelines as papermill notebooks, then the tables', formatter_class=fmt)
     p.add_argument('--out', required=True, help="the batch folder: one pipeline folder and executed notebook per grid cell")
     p.add_argument('--grid', default=None, help="a JSON or YAML file with the grid's keys (datasets, seeds, methods, few_shot, ablations, parameters)")
@@ -153,6 +162,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--limit', type=positive_int, default=None, help="run at most this many unfinished cells, then stop")
     p.add_argument('--notebooks', default=None, help="folder of the experiment notebooks (default: the checkout's nbs/experiments)")
     p.add_argument('--no-tables', action='store_true', help="do not run tables.ipynb / few_shot.ipynb / case_study.ipynb at the end")
+    p.add_argument('--plan', action='store_true', help="check the grid, print every unfinished cell's stages and estimated hours on this machine, and stop")
     p = sub.add_parser('export', help="write one domain of a student or teacher as a plain transformers BertForSequenceClassification folder", formatter_class=fmt)
     p.add_argument('run', help="a run folder (or its model/ folder)")
     p.add_argument('--domain', required=True, help="which domain's head to export")
@@ -196,7 +206,8 @@ def _student_options(args, prefix=''):
     return dict(student=get('model'), student_layers=layers, epochs=get('epochs'), lr=get('lr'), batch_size=get('batch_size'),
                 eval_every=args.eval_every, selection=args.selection, precision=args.precision, graph_update=args.graph_update,
                 normalization=args.normalization, prediction_epochs=args.prediction_epochs, gamma2=args.gamma2,
-                padding=args.padding, bucket_batches=args.bucket_batches, distributed_prototypes=args.distributed_prototypes)
+                padding=args.padding, bucket_batches=args.bucket_batches, distributed_prototypes=args.distributed_prototypes,
+                teacher_cache=args.teacher_cache)
 
 def _checked_out(path, flag):
     "Refuse an output folder that cannot be one before anything is trained."
@@ -231,8 +242,9 @@ def cmd_distill(args):
     kind = teacher_run['config']['kind']
     if args.method == 'metakd': row = Row('meta', 'metakd')
     elif args.single_domain or kind == 'single': row = Row(kind, 'tinybert' if kind == 'single' else 'tinybert-single')
-    else: row = Row(kind, args.method, args.ablation)
+    else: row = Row(kind, args.method, args.ablation, args.graph_attention if args.method == 'hrkd' else 'gat')
     if args.ablation != 'hrkd' and args.method != 'hrkd': raise ValueError("--ablation is a row of HRKD students (--method hrkd)")
+    if args.graph_attention != 'gat' and args.method != 'hrkd': raise ValueError("--graph-attention is a setting of HRKD students (--method hrkd)")
     if args.single_domain and args.method != 'tinybert': raise ValueError("--single-domain students are TinyBERT-KD students (--method tinybert)")
     config = student_config(row, args.dataset, args.preset, args.seed, args.few_shot, args.max_steps, **_student_options(args))
     run_dir = _checked_out(args.run_dir, '--run-dir')
@@ -290,6 +302,11 @@ def cmd_pipeline(args):
                             teacher_kind=args.teacher_kind, efficiency_repeats=args.efficiency_repeats,
                             keep_checkpoints=args.keep_checkpoints)
     out = _checked_out(args.out, '--out')
+    if args.plan:
+        from hrkd.pipeline import plan_markdown, plan_pipeline
+        plan = plan_pipeline(config, out, log=lambda line: print(line, file=sys.stderr))
+        print(plan_markdown(plan, f'plan of {out}'), file=sys.stderr)
+        return {'status': 'finished', 'plan_hours': round(plan['seconds'] / 3600, 2)}
     if args.cache_dir: os.environ['HRKD_CACHE'] = str(args.cache_dir)
     return run_pipeline(config, out, resume=args.resume, progress=not args.no_progress,
                         log=lambda line: print(line, file=sys.stderr))
@@ -298,6 +315,13 @@ def cmd_batch(args):
     from hrkd.batch import grid_from_options, run_batch
     grid = grid_from_options(args.grid, datasets=args.datasets, seeds=args.seeds, methods=args.methods,
                              few_shot=args.few_shot, ablations=args.ablations, settings=args.set)
+    if args.plan:
+        from hrkd.batch import check_grid, plan_batch, plan_batch_markdown
+        check_grid(grid, args.notebooks)
+        plan = plan_batch(grid, Path(args.out), log=lambda line: print(line, file=sys.stderr))
+        print(plan_batch_markdown(plan), file=sys.stderr)
+        return {'status': 'finished', 'plan_hours': round(plan['seconds'] / 3600, 2),
+                'cells_left': sum(1 for c in plan['cells'] if not c['finished'])}
     report = run_batch(grid, _checked_out(args.out, '--out'), workers=args.workers, limit=args.limit,
                        notebooks=args.notebooks, tables=not args.no_tables, log=lambda line: print(line, file=sys.stderr))
     return {**report, 'status': 'finished' if not report['failed'] else 'failed'}

@@ -34,7 +34,7 @@ __all__ = ['AMAZON_DOMAINS', 'MNLI_DOMAINS', 'AMAZON_LABELS', 'MNLI_LABELS', 'SP
            'AMAZON_TABLE_1_DIGEST', 'PADDINGS', 'data_dir', 'read_reviews', 'meta_kd_split', 'amazon_reviews',
            'domain_names', 'split_manifest', 'manifest_digest', 'split_counts', 'head_count', 'read_mnli', 'mnli',
            'few_shot', 'load_multidomain', 'tokenize', 'trim_padding', 'collate', 'fixed_length', 'padding_options',
-           'by_length', 'MultiDomainLoader', 'PooledLoader', 'mixed_loader', 'eval_loaders']
+           'length_order', 'by_length', 'MultiDomainLoader', 'PooledLoader', 'mixed_loader', 'eval_loaders']
 
 # %% ../nbs/00_data.ipynb #da6792fe
 AMAZON_DOMAINS = ['books', 'dvd', 'electronics', 'kitchen']
@@ -665,9 +665,13 @@ def _row_lengths(data: Dataset) -> np.ndarray:  # [N] int
     return totals[ends] - totals[ends - counts]
 
 
+def length_order(data: Dataset) -> np.ndarray:  # [N] row indices, shortest row first (stable)
+    "The order `by_length` takes the rows in; `np.argsort` of it maps results back to dataset order."
+    return np.argsort(_row_lengths(data), kind='stable')
+
 def by_length(data: Dataset) -> Dataset:
     "The rows of `data` shortest first (stable): batches of similar lengths, for evaluations whose result ignores row order."
-    return data.select(np.argsort(_row_lengths(data), kind='stable'))
+    return data.select(length_order(data))
 
 
 def _bucket_order(order: torch.Tensor,  # [S, n] row indices: one stream per domain (S = 1 for a pooled loader)
@@ -736,8 +740,9 @@ class _Batches:
         self.epoch, self.step, self._order = int(state['epoch']), int(state['step']), None
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
-        "The batch of `step` in the current epoch."
-        return _collate_columns(self.data[self.batch_indices(step).reshape(-1).tolist()], self.pad_token_id, self.trim)
+        "The batch of `step` in the current epoch; `row_ids` [B] are the dataset rows it holds (for per-row caches)."
+        rows = self.batch_indices(step).reshape(-1)  # [B]
+        return {**_collate_columns(self.data[rows.tolist()], self.pad_token_id, self.trim), 'row_ids': rows.clone()}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for step in range(self.step if self.step < self.steps else 0, self.steps):

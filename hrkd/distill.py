@@ -10,6 +10,8 @@ __all__ = ['METHODS', 'PROTOTYPE_SOURCES', 'PROTOTYPE_PADDING', 'DISTRIBUTED_PRO
 # %% ../nbs/08_distill.ipynb #4a6a247e
 import dataclasses
 import json
+import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,16 +20,19 @@ import torch
 from datasets import DatasetDict
 
 from .data import PADDINGS, MultiDomainLoader, PooledLoader, fixed_length, padding_options
-from .distributed import check_batch_size, on_main
+from .distributed import check_batch_size, current, main_first, on_main
 from .evaluate import count_parameters
 from .losses import kd_losses
 from .models import (FIT_INITS, HEAD_ACTIVATIONS, OFFLINE_STUDENT_LAYERS, OFFLINE_TEACHER, FitProjections,
                          MultiDomainBert, student_from_layers, student_from_pretrained, uniform_layer_map)
+from .graph import GRAPH_ATTENTIONS
 from .objective import ABLATIONS, GRAPH_UPDATES, HRKD, HRKDOutput, hrkd_loss, ratio_entropy
 from .prototypes import layer_prototypes
-from .runs import SELECTIONS, check_splits, evaluate_splits, read_run, resume_finished, rows_of_domain, run_selections, start_run
+from .runs import (SELECTIONS, check_splits, evaluate_splits, prune_prediction_logs, read_run, resume_finished,
+                       rows_of_domain, run_memory, run_selections, start_run, write_predictions)
+from .teacher_cache import TEACHER_CACHES, open_teacher_cache, remove_teacher_caches, teacher_forward
 from .training import (PRECISIONS, autocast, decay_parameter_groups, linear_warmup_schedule, make_optimizer,
-                           resolve_precision, schedule_steps, set_seed, train_loop, write_json_atomic)
+                           resolve_precision, schedule_steps, set_seed, track_memory, train_loop, write_json_atomic)
 
 # %% ../nbs/08_distill.ipynb #3302d27c
 METHODS = ('tinybert', 'hrkd')
@@ -69,13 +74,16 @@ class DistillConfig:
     padding: str = 'fixed'  # 'fixed' (paper: every row max_length), 'batch' (to each batch's longest row), 'bucket'
     bucket_batches: int = 50  # padding 'bucket': rows sorted by length within chunks of this many steps
     distributed_prototypes: str = 'global'  # under torchrun: 'global' (Eq. 6, all ranks' rows) or 'local' (released)
+    graph_attention: str = 'gat'  # domain-relational graph: 'gat' (paper, Eqs. 7-12) or 'gatv2' (dynamic attention, beyond the paper)
+    teacher_cache: str = 'on'  # 'on': teacher outputs computed once and read back (`hrkd.teacher_cache`); 'off': every step
 
     def __post_init__(self):
         for name, valid in (('method', METHODS), ('selection', SELECTIONS), ('normalization', ('paper', 'released')),
                             ('padding', PADDINGS), ('distributed_prototypes', DISTRIBUTED_PROTOTYPES),
                             ('ablation', tuple(ABLATIONS)), ('graph_update', GRAPH_UPDATES), ('precision', PRECISIONS),
                             ('prototype_source', PROTOTYPE_SOURCES), ('prototype_padding', PROTOTYPE_PADDING),
-                            ('fit_init', FIT_INITS), ('head_activation', HEAD_ACTIVATIONS)):
+                            ('fit_init', FIT_INITS), ('head_activation', HEAD_ACTIVATIONS),
+                            ('graph_attention', GRAPH_ATTENTIONS), ('teacher_cache', TEACHER_CACHES)):
             if getattr(self, name) not in valid: raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {valid}")
         if self.method == 'hrkd' and not self.multi_domain:
             raise ValueError("method 'hrkd' relates domains to each other: it needs multi_domain=True")
@@ -117,12 +125,12 @@ def distill_step(student: MultiDomainBert,
                  config: DistillConfig,
                  teacher_domain: int | None = None,  # single-domain student from a multi-head teacher: that head
                  full_length: int | None = None,  # dynamic padding: the fixed length; layer losses over real tokens only
+                 teacher_outputs=None,  # the teacher's outputs for this batch, read from a cache; None: run the teacher
                 ) -> tuple:  # (total loss, logs)
     "Loss of one TinyBERT-KD (Eq. 5) or HRKD (Eq. 17) step on a batch that mixes the domains."
     ids = batch['domain_ids'] if num_domains > 1 else torch.zeros_like(batch['domain_ids'])  # [B]
     inputs = dict(input_ids=batch['input_ids'], attention_mask=batch['attention_mask'], token_type_ids=batch['token_type_ids'])
-    teacher_ids = (batch['domain_ids'] if teacher_domain is None else torch.full_like(ids, teacher_domain)) if teacher.num_domains > 1 else None
-    with torch.no_grad(): t = teacher(**inputs, domain_ids=teacher_ids)
+    t = teacher_forward(teacher, batch, teacher_domain) if teacher_outputs is None else teacher_outputs
     s = student(**inputs, domain_ids=ids if student.num_domains > 1 else None)
     projected = fit(s.hidden_states)
     losses = kd_losses(projected, t.hidden_states, s.attention_scores, t.attention_scores, s.logits, t.logits, layer_map,
@@ -167,8 +175,8 @@ def load_objective(run_dir: str | Path,  # a finished HRKD run (multi-domain stu
     fit = FitProjections(M, student.hidden_size, teacher_width, init=config.fit_init)
     fit.load_state_dict(saved['fit'])
     features = teacher_width if config.prototype_source == 'projected' else student.hidden_size
-    objective = HRKD(M, D, features, heads=config.graph_heads, dropout=config.graph_dropout,
-                     graph_update=config.graph_update, **ABLATIONS[config.ablation])
+    objective = HRKD(M, D, features, heads=config.graph_heads, dropout=config.graph_dropout, graph_update=config.graph_update,
+                     graph_attention=config.graph_attention, **ABLATIONS[config.ablation])
     objective.load_state_dict(saved['objective'])
     return objective.eval(), fit.eval(), config
 
@@ -197,7 +205,7 @@ def _build_student(config, domains, num_labels, device):
     return student_from_pretrained(config.student, domains, num_labels, **kwargs).to(device)
 
 def _distill_one(config, teacher, data, domains, run_dir, tokenizer, resume, progress, stop_after, device, domain=None,
-                 keep_checkpoint=False):
+                 keep_checkpoint=False, cache_dir=None):
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
     student_domains = domains if domain is None else [domain]
@@ -211,8 +219,8 @@ def _distill_one(config, teacher, data, domains, run_dir, tokenizer, resume, pro
     objective = None
     if config.method == 'hrkd':
         features = teacher.hidden_size if config.prototype_source == 'projected' else student.hidden_size
-        objective = HRKD(M, D, features, heads=config.graph_heads, dropout=config.graph_dropout,
-                         graph_update=config.graph_update, **ABLATIONS[config.ablation]).to(device)
+        objective = HRKD(M, D, features, heads=config.graph_heads, dropout=config.graph_dropout, graph_update=config.graph_update,
+                         graph_attention=config.graph_attention, **ABLATIONS[config.ablation]).to(device)
     modules = {'student': student, 'fit': fit, **({'objective': objective} if objective is not None else {})}
     optimizer = make_optimizer(decay_parameter_groups(list(modules.values()), config.weight_decay), lr=config.lr,
                                weight_decay=config.weight_decay)
@@ -225,14 +233,22 @@ def _distill_one(config, teacher, data, domains, run_dir, tokenizer, resume, pro
     scheduler = linear_warmup_schedule(optimizer, total, config.warmup_fraction)
     precision = resolve_precision(config.precision, device)
     teacher_domain = None if domain is None or teacher.num_domains == 1 else teacher.domain_id(domain)
+    cache = None  # the teacher's outputs of every training row, computed once (`hrkd.teacher_cache`)
+    if config.teacher_cache == 'on' and not (resume and (run_dir / 'finished.json').is_file()):
+        with main_first():  # under torchrun: rank 0 builds it, the other ranks open it
+            cache = open_teacher_cache(teacher, train, layer_map, cache_dir, precision, device, ragged=config.padding != 'fixed',
+                                       teacher_domain=teacher_domain, batch_size=config.batch_size * (D if domain is None else 1),
+                                       pad_token_id=padding['pad_token_id'], progress=progress,
+                                       log=(lambda line: print(line, file=sys.stderr)) if progress else None)
     def step_fn(batch):
         for m in modules.values(): m.train()
+        cached = None if cache is None else cache.output(batch['row_ids'], N, batch['input_ids'].shape[1], device)
         with autocast(precision, device):
             return distill_step(student, teacher, fit, objective, _batch_to(batch, device), layer_map, D, config, teacher_domain,
-                                full_length)
+                                full_length, cached)
     def evaluate_fn(step, splits=('dev', 'test')):  # train_loop asks for test only where a selection can land
         return evaluate_splits(student, data, domains, splits=splits, domain=domain, batch_size=config.eval_batch_size,
-                               device=device, precision=precision, trim=config.padding != 'fixed')
+                               device=device, precision=precision, predictions=True)
     def save_best(step):
         student.save_pretrained(run_dir / 'model', tokenizer=tokenizer)
         if objective is not None: save_objective(objective, fit, run_dir / 'model')  # the graphs of the selected step
@@ -242,7 +258,9 @@ def _distill_one(config, teacher, data, domains, run_dir, tokenizer, resume, pro
                      desc=f"{config.method}{'' if domain is None else ' ' + domain}", max_steps=config.max_steps,
                      keep_checkpoint=keep_checkpoint)  # out['seconds']: all sessions of the run
     out.update(parameters=count_parameters(student),
-               trained_parameters=sum(p.numel() for m in modules.values() for p in m.parameters() if p.requires_grad))
+               trained_parameters=sum(p.numel() for m in modules.values() for p in m.parameters() if p.requires_grad),
+               teacher_cache=None if cache is None else {'folder': str(cache.folder), 'gigabytes': round(cache.nbytes / 1e9, 3),
+                                                         'build_seconds': round(cache.meta['seconds'], 1)})
     return out
 
 def _check_teacher(teacher, domains, config):
@@ -271,6 +289,7 @@ def distill(config: DistillConfig,
             stop_after: int | None = None,  # stop (with a checkpoint) after this many steps, as if interrupted
             device='cpu',
             keep_checkpoint: bool = False,  # keep last.pt when the run finishes
+            cache_dir: str | Path | None = None,  # where teacher-output caches go (kept); None: inside the run, removed at the end
            ) -> dict:  # results.json
     "Distil a multi-domain student (TinyBERT-KD Eq. 5 or HRKD Eq. 17) or one student per domain (Tables 2-4)."
     if not isinstance(config, DistillConfig): raise TypeError(f"config must be a DistillConfig; got {type(config).__name__}")
@@ -282,16 +301,22 @@ def distill(config: DistillConfig,
     if resume and (done := on_main(resume_finished, run_dir, config.to_dict(), data)) is not None: return done  # a finished run is never touched again
     digest = on_main(start_run, run_dir, data, config.to_dict(), config.seed, 'student', domains, resume, device,
                      resolve_precision(config.precision, device))  # under torchrun: rank 0 writes the run folder
-    if config.multi_domain:
-        runs = {None: _distill_one(config, teacher, data, domains, run_dir, tokenizer, resume, progress, stop_after, device,
-                                   keep_checkpoint=keep_checkpoint)}
-    else:
-        runs = {d: _distill_one(config, teacher[d] if isinstance(teacher, dict) else teacher, data, domains, run_dir / d,
-                                tokenizer, resume, progress, stop_after, device, d, keep_checkpoint) for d in domains}
+    own_cache = cache_dir is None  # a cache of this run alone goes when the run has finished
+    cache_dir = Path(cache_dir) if cache_dir is not None else run_dir / 'teacher-cache'
+    with track_memory() as memory:  # peak resident and anonymous memory of the whole run
+        if config.multi_domain:
+            runs = {None: _distill_one(config, teacher, data, domains, run_dir, tokenizer, resume, progress, stop_after, device,
+                                       keep_checkpoint=keep_checkpoint, cache_dir=cache_dir)}
+        else:
+            runs = {d: _distill_one(config, teacher[d] if isinstance(teacher, dict) else teacher, data, domains, run_dir / d,
+                                    tokenizer, resume, progress, stop_after, device, d, keep_checkpoint, cache_dir)
+                    for d in domains}
     if any(r['status'] != 'finished' for r in runs.values()): return {'status': 'interrupted', 'run_dir': str(run_dir)}
-    return on_main(_write_results, config, teacher, runs, run_dir, domains, digest)  # every rank gets rank 0's results
+    if own_cache and current().main: remove_teacher_caches(cache_dir); shutil.rmtree(cache_dir, ignore_errors=True)
+    return on_main(_write_results, config, teacher, runs, run_dir, domains, digest, data, memory)  # every rank gets rank 0's results
 
-def _write_results(config, teacher, runs, run_dir, domains, digest):
+def _write_results(config, teacher, runs, run_dir, domains, digest, data, memory):
+    write_predictions(run_dir, data, domains, not config.multi_domain)  # test predictions of the selected checkpoints
     selections = run_selections(run_dir, domains, not config.multi_domain)
     first = next(iter(runs.values()))
     results = {'status': 'finished', 'role': 'student', 'method': config.method, 'teacher_kind': teacher_kind(teacher),
@@ -301,8 +326,11 @@ def _write_results(config, teacher, runs, run_dir, domains, digest):
                'selections': selections, 'parameters': first['parameters'],
                'trained_parameters': first['trained_parameters'], 'students': len(runs),
                'train_seconds': sum(r['seconds'] for r in runs.values()),
-               'eval_seconds': sum(r.get('eval_seconds', 0.0) for r in runs.values()), 'data_digest': digest}
+               'eval_seconds': sum(r.get('eval_seconds', 0.0) for r in runs.values()), 'data_digest': digest,
+               'teacher_cache': [r.get('teacher_cache') for r in runs.values()] if len(runs) > 1 else first.get('teacher_cache'),
+               **run_memory(memory, runs)}
     write_json_atomic(run_dir / 'results.json', results)
+    prune_prediction_logs(run_dir)
     return results
 
 def load_student(run_dir: str | Path) -> MultiDomainBert | dict:  # one model, or {domain: model}

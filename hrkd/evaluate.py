@@ -18,13 +18,13 @@ import torch
 from datasets import ClassLabel, Dataset
 from tqdm.auto import tqdm
 
-from .data import PooledLoader, by_length
+from .data import PooledLoader, length_order
 from .models import MultiDomainBert
 from .training import autocast as precision_autocast
 
 # %% auto #0
-__all__ = ['predict', 'accuracy_by_domain', 'evaluate', 'count_parameters', 'speedup_statistics', 'efficiency', 'ratio_figure',
-           'plot_ratios']
+__all__ = ['predict', 'accuracy_by_domain', 'evaluate', 'predict_rows', 'count_parameters', 'speedup_statistics', 'efficiency',
+           'ratio_figure', 'plot_ratios']
 
 # %% ../nbs/09_evaluate.ipynb #8479dd90
 _PRECISIONS = ('fp32', 'bf16')  # valid values of `precision` here (training also takes 'auto')
@@ -102,7 +102,8 @@ def evaluate(model: MultiDomainBert,  # teacher or student (per-domain heads in 
              precision: str = 'fp32',  # 'fp32' or 'bf16'
              progress: bool = False,  # show a tqdm progress bar
              trim: bool = False,  # dynamic padding: rows shortest first, each batch padded to its longest row
-            ) -> dict:  # {domain: accuracy in %, ..., 'average'}
+             return_predictions: bool = False,  # also return the predicted class of every row, in dataset order
+            ) -> dict | tuple:  # {domain: accuracy in %, ..., 'average'} (and a [n] tensor of predictions)
     "Per-domain accuracy (%) and their average of `model` on one split, in dataset order (Sec. 3.4, Tables 2-3)."
     domains = [str(d) for d in domains]
     if 'label' not in dataset.column_names:
@@ -114,10 +115,28 @@ def evaluate(model: MultiDomainBert,  # teacher or student (per-domain heads in 
     if model.num_domains > 1 and list(model.domains) != domains:
         raise ValueError(f"the model's heads are for domains {model.domains}, not domains={domains} "
                          "(same names in the same order, or a single-head model)")
-    if trim:  # accuracy does not depend on the order of the rows: take them by length, so that batches are short
-        dataset = by_length(dataset)
-    out = predict(model, PooledLoader(dataset, batch_size, shuffle=False, trim=trim), device, precision, progress)
-    return accuracy_by_domain(out['logits'], out['labels'], out['domain_ids'], domains)
+    rows = predict_rows(model, dataset, batch_size, device, precision, progress, trim)
+    accuracy = accuracy_by_domain(rows['predictions'], rows['labels'], rows['domain_ids'], domains)
+    return (accuracy, rows['predictions']) if return_predictions else accuracy
+
+def predict_rows(model: MultiDomainBert,  # teacher or student
+                 dataset: Dataset,  # one tokenized split with label and domain_id
+                 batch_size: int = 64,
+                 device='cpu',
+                 precision: str = 'fp32',
+                 progress: bool = False,
+                 trim: bool = False,  # rows shortest first, each batch padded to its longest row (same predictions)
+                ) -> dict:  # predictions, labels, domain_ids: [n] long tensors in dataset order
+    "The predicted class of every row of a split, in dataset order, whatever order the batches took (Sec. 3.4)."
+    order = length_order(dataset) if trim else None  # accuracy does not depend on the order: take rows by length
+    loader = PooledLoader(dataset if order is None else dataset.select(order), batch_size, shuffle=False, trim=trim)
+    out = predict(model, loader, device, precision, progress)
+    rows = {'predictions': out['logits'].argmax(-1), 'labels': out['labels'], 'domain_ids': out['domain_ids']}
+    if order is not None:
+        back = torch.from_numpy(np.argsort(order))  # sorted position of every dataset row
+        rows = {k: v[back] for k, v in rows.items()}
+    return rows
+
 
 # %% ../nbs/09_evaluate.ipynb #e3a61fe9
 def count_parameters(model: torch.nn.Module,  # e.g. a `MultiDomainBert` (encoder + heads)

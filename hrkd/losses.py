@@ -267,8 +267,8 @@ def kd_losses(
     layer_map = _check_layers(student_hidden, teacher_hidden, student_scores, teacher_scores, layer_map)
     if (student_logits is None) != (teacher_logits is None):
         raise ValueError("give both student_logits and teacher_logits, or neither (intermediate layers only)")
-    teacher_hidden = [h.detach() for h in teacher_hidden]
-    teacher_scores = [a.detach() for a in teacher_scores]
+    teacher_hidden = [None if h is None else h.detach() for h in teacher_hidden]  # None: a layer the map does not use
+    teacher_scores = [None if a is None else a.detach() for a in teacher_scores]  # (a teacher-output cache keeps only those)
     num_student = len(student_scores)  # M
     padding = dict(full_length=full_length, attention_mask=attention_mask)
     embedding = embedding_loss(student_hidden[0], teacher_hidden[0], reduction='none', **padding)  # [B]

@@ -27,10 +27,11 @@ from .metakd import (POOLINGS, DomainBranch, _domain_ids_of, cached_instance_wei
                          meta_distillation_losses, meta_teacher_loss, shuffle_domain_labels)
 from .models import (FIT_INITS, HEAD_ACTIVATIONS, OFFLINE_STUDENT_LAYERS, OFFLINE_TEACHER, FitProjections,
                          MultiDomainBert, load_encoder, student_from_layers, teacher_from_pretrained, uniform_layer_map)
-from .runs import SELECTIONS, check_splits, evaluate_splits, read_run, resume_finished, run_selections, start_run
+from .runs import (SELECTIONS, check_splits, evaluate_splits, prune_prediction_logs, read_run, resume_finished,
+                       run_memory, run_selections, start_run, write_predictions)
 from .teachers import TeacherConfig
 from .training import (PRECISIONS, autocast, decay_parameter_groups, linear_warmup_schedule, make_optimizer,
-                           resolve_precision, schedule_steps, set_seed, train_loop, write_json_atomic)
+                           resolve_precision, schedule_steps, set_seed, track_memory, train_loop, write_json_atomic)
 
 # %% auto #0
 __all__ = ['BRANCH_FILE', 'WEIGHTS_FILE', 'WeightedLoader', 'MetaTeacherConfig', 'save_domain_branch', 'load_domain_branch',
@@ -55,9 +56,8 @@ class WeightedLoader:
     def load_state_dict(self, state): self.loader.load_state_dict(state)
 
     def __iter__(self):
-        for batch in self.loader:  # the loader has advanced to the next step: this batch is step - 1
-            rows = self.loader.batch_indices(self.loader.step - 1).reshape(-1)  # [B] dataset row indices
-            yield {**batch, 'instance_weights': self.weights[rows]}  # [B]
+        for batch in self.loader:
+            yield {**batch, 'instance_weights': self.weights[batch['row_ids']]}  # [B], by the batch's dataset rows
 
 # %% ../nbs/10b_metakd_train.ipynb #1106a760
 @dataclass
@@ -154,7 +154,7 @@ def _fit_meta_teacher(config, data, domains, weights, run_dir, tokenizer, resume
         with autocast(precision, device): return meta_teacher_step(model, branch, batch, config, device)
     def evaluate_fn(step, splits=('dev', 'test')):  # train_loop asks for test only where a selection can land
         return evaluate_splits(model, data, domains, splits=splits, batch_size=config.eval_batch_size, device=device,
-                               precision=precision)
+                               precision=precision, predictions=True)
     def save_best(step):
         model.save_pretrained(run_dir / 'model', tokenizer=tokenizer); save_domain_branch(branch, run_dir / 'model')
     out = train_loop(run_dir, step_fn, loader, {'model': model, 'branch': branch}, optimizer, scheduler, config.epochs,
@@ -201,9 +201,11 @@ def train_meta_teacher(config: MetaTeacherConfig,
                                       progress=progress)  # [N] Eqs. (MK1)-(MK3)
     weight_seconds = time.perf_counter() - started
     torch.save({'weights': weights, 'data_digest': digest, 'encoder': name}, run_dir / WEIGHTS_FILE)
-    out = _fit_meta_teacher(config, data, domains, weights, run_dir, tokenizer, resume, progress, stop_after, device,
-                            keep_checkpoint)
+    with track_memory() as memory:
+        out = _fit_meta_teacher(config, data, domains, weights, run_dir, tokenizer, resume, progress, stop_after, device,
+                                keep_checkpoint)
     if out['status'] != 'finished': return {'status': 'interrupted', 'run_dir': str(run_dir)}
+    write_predictions(run_dir, data, domains, False)  # test predictions of the selected checkpoints
     selections = run_selections(run_dir, domains, False)
     ids = _domain_ids_of(data['train'])  # [N]
     results = {'status': 'finished', 'role': 'teacher', 'kind': 'meta', 'selection': config.selection, 'domains': domains,
@@ -212,8 +214,9 @@ def train_meta_teacher(config: MetaTeacherConfig,
                'parameters_with_branch': out['parameters'] + count_parameters(load_domain_branch(run_dir / 'model')),
                'instance_weights': _weight_summary(weights, ids, domains), 'instance_weight_seconds': weight_seconds,
                'train_seconds': weight_seconds + out['seconds'], 'eval_seconds': out.get('eval_seconds', 0.0),
-               'data_digest': digest}  # out['seconds']: all sessions
+               'data_digest': digest, **run_memory(memory, {None: out})}  # out['seconds']: all sessions
     write_json_atomic(run_dir / 'results.json', results)
+    prune_prediction_logs(run_dir)
     return results
 
 def load_meta_teacher(run_dir: str | Path) -> MetaTeacher:
@@ -335,7 +338,7 @@ def _meta_distill_one(config, teacher, data, domains, domain, run_dir, tokenizer
         return step
     def evaluate_fn(step, splits=('dev', 'test')):  # train_loop asks for test only where a selection can land
         return evaluate_splits(student, data, domains, splits=splits, domain=domain, batch_size=config.eval_batch_size,
-                               device=device, precision=precision)
+                               device=device, precision=precision, predictions=True)
     def save_best(step): student.save_pretrained(run_dir / 'model', tokenizer=tokenizer)
     loader = lambda: WeightedLoader(PooledLoader(train, config.batch_size, seed=config.seed, shuffle=True), weights)
     # the intermediate stage keeps its checkpoint until the prediction stage has finished: a resume between the two
@@ -346,6 +349,7 @@ def _meta_distill_one(config, teacher, data, domains, domain, run_dir, tokenizer
     second = _stage_run(run_dir, step_fn('prediction'), loader(), {'student': student}, config, config.prediction_epochs,
                         evaluate_fn, save_best, resume, progress, stop_after, domain, 'prediction', keep_checkpoint)
     if second['status'] == 'finished' and not keep_checkpoint: (run_dir / 'intermediate' / 'last.pt').unlink(missing_ok=True)
+    second.update(**{k: max(first.get(k) or 0.0, second.get(k) or 0.0) for k in ('peak_rss_mb', 'peak_anon_mb')})
     second.update(seconds=first['seconds'] + second['seconds'],
                   eval_seconds=first.get('eval_seconds', 0.0) + second.get('eval_seconds', 0.0), parameters=count_parameters(student),
                   trained_parameters=sum(p.numel() for m in modules.values() for p in m.parameters() if p.requires_grad))
@@ -379,10 +383,12 @@ def meta_distill(config: MetaDistillConfig,
               resolve_precision(config.precision, device))
     teacher = teacher.to(device).eval()
     runs = {}
-    for d in domains:
-        runs[d] = _meta_distill_one(config, teacher, data, domains, d, run_dir / d, tokenizer, resume, progress,
-                                    stop_after, device, keep_checkpoint)
-        if runs[d]['status'] != 'finished': return {'status': 'interrupted', 'run_dir': str(run_dir)}
+    with track_memory() as memory:
+        for d in domains:
+            runs[d] = _meta_distill_one(config, teacher, data, domains, d, run_dir / d, tokenizer, resume, progress,
+                                        stop_after, device, keep_checkpoint)
+            if runs[d]['status'] != 'finished': return {'status': 'interrupted', 'run_dir': str(run_dir)}
+    write_predictions(run_dir, data, domains, True)  # each domain's rows from its own student
     selections = run_selections(run_dir, domains, True)
     first = runs[domains[0]]
     results = {'status': 'finished', 'role': 'student', 'method': 'metakd', 'teacher_kind': 'meta', 'multi_domain': False, 'ablation': None,
@@ -390,6 +396,8 @@ def meta_distill(config: MetaDistillConfig,
                'dev': selections[config.selection]['dev'], 'selections': selections, 'parameters': first['parameters'],
                'trained_parameters': first['trained_parameters'], 'students': len(runs),
                'train_seconds': sum(r['seconds'] for r in runs.values()),
-               'eval_seconds': sum(r.get('eval_seconds', 0.0) for r in runs.values()), 'data_digest': digest}
+               'eval_seconds': sum(r.get('eval_seconds', 0.0) for r in runs.values()), 'data_digest': digest,
+               **run_memory(memory, runs)}
     write_json_atomic(run_dir / 'results.json', results)
+    prune_prediction_logs(run_dir)
     return results

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .graph import DomainRelationalGraph
+from .graph import GRAPH_ATTENTIONS, DomainRelationalGraph
 from .hierarchy import CompareAggregate, average_aggregate
 
 # %% ../nbs/06_objective.ipynb #aaf6a07f
@@ -47,20 +47,25 @@ class HRKD(nn.Module):
                  hierarchical:bool=True, # graphs see aggregated lower layers; False: only their own layer
                  domain_relational:bool=True, # False: no graphs, no ratios (Eq. 5)
                  graph_update:str='joint', # 'joint': train with the student (paper); 'frozen': never updated (released code)
+                 graph_attention:str='gat', # the graphs' attention: 'gat' (Eqs. 7-12, paper); 'gatv2' (beyond the paper, 04_graph)
                 ):
         super().__init__()
         if graph_update not in GRAPH_UPDATES:
             raise ValueError(f"graph_update={graph_update!r}: expected one of {GRAPH_UPDATES}")
+        if graph_attention not in GRAPH_ATTENTIONS:
+            raise ValueError(f"graph_attention={graph_attention!r}: expected one of {GRAPH_ATTENTIONS}")
         if num_layers < 1 or num_domains < 1 or features < 1:
             raise ValueError(f"num_layers, num_domains and features must be >= 1, got {num_layers}, {num_domains}, {features}")
         self.num_layers, self.num_domains, self.features = num_layers, num_domains, features
         self.self_attention, self.compare_aggregate = self_attention, compare_aggregate
         self.hierarchical, self.domain_relational, self.graph_update = hierarchical, domain_relational, graph_update
+        self.graph_attention = graph_attention
         self.uses_compare_aggregate = domain_relational and hierarchical and compare_aggregate
         self.hierarchy = (CompareAggregate(num_layers, num_domains, features, self_attention=self_attention)
                           if self.uses_compare_aggregate else None)
         self.graphs = (DomainRelationalGraph(features, hidden=hidden, heads=heads, dropout=dropout,
-                                             num_graphs=num_layers + 1) if domain_relational else None)
+                                             num_graphs=num_layers + 1, attention=graph_attention)
+                       if domain_relational else None)
         if graph_update == 'frozen':
             for p in self.parameters(): p.requires_grad_(False)
 

@@ -6,11 +6,12 @@
 __all__ = ['PRESETS', 'STUDENT_LR', 'FEW_SHOT_STUDENT_LR', 'DATASETS', 'TEACHER_ORDER', 'STUDENT_METHODS', 'METHOD_SETS',
            'TEACHER_NAMES', 'STUDENT_NAMES', 'ABLATION_NAMES', 'TEACHER_OPTIONS', 'STUDENT_OPTIONS', 'load_data', 'Row',
            'parse_methods', 'teacher_config', 'student_config', 'PipelineConfig', 'pipeline_config', 'pipeline_table',
-           'run_pipeline']
+           'run_pipeline', 'plan_stages', 'probe_seconds', 'plan_pipeline', 'plan_markdown']
 
 # %% ../nbs/10c_pipeline.ipynb #4ef6c7db
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -24,15 +25,20 @@ from .distill import DistillConfig, distill, load_student
 from .distributed import current, main_first, on_main
 from .metakd_train import MetaDistillConfig, MetaTeacherConfig, load_meta_teacher, meta_distill, train_meta_teacher
 from .models import OFFLINE_STUDENT_LAYERS, OFFLINE_TEACHER, PAPER_STUDENT, PAPER_TEACHER, load_tokenizer
+from .graph import GRAPH_ATTENTIONS
 from .objective import ABLATIONS
-from .runs import SELECTIONS, find_runs
+from .runs import SELECTIONS, find_runs, finished_results
 from .teachers import TeacherConfig, load_teacher, train_teacher
-from .training import check_compatible, git_state, hardware, resolve_precision, write_json_atomic
+from .training import (check_compatible, git_state, hardware, release_freed_memory, resolve_precision, schedule_steps,
+                           track_memory,
+                           write_json_atomic)
 
 # %% ../nbs/10c_pipeline.ipynb #47c54058
 PRESETS = {
     'offline': {'teacher': OFFLINE_TEACHER, 'student': OFFLINE_TEACHER, 'student_layers': list(OFFLINE_STUDENT_LAYERS)},
     'paper': {'teacher': PAPER_TEACHER, 'student': PAPER_STUDENT, 'student_layers': None},
+    # MiniLM-L6's layers 3 and 6: the paper's 3:1 depth ratio (12 -> 4), a student that ends well below its teacher
+    'offline-2layer': {'teacher': OFFLINE_TEACHER, 'student': OFFLINE_TEACHER, 'student_layers': [3, 6]},
 }
 STUDENT_LR = {'amazon': 5e-4, 'mnli': 1e-3}  # Sec. 3.3; other datasets: the Amazon value
 FEW_SHOT_STUDENT_LR = 5e-5  # Sec. 3.3: "For few-shot learning, the learning rate for the student model is 5e-5"
@@ -68,6 +74,7 @@ METHOD_SETS = {  # named sets of `teacher>student` rows
     'table': ['single>tinybert', 'mix>tinybert', 'mtl>tinybert', 'meta>metakd', 'mtl>hrkd'],  # Tables 2-3
     'ablation': ['mtl>tinybert', 'mtl>hrkd', 'mtl>hrkd:-self_attention', 'mtl>hrkd:-comp_agg', 'mtl>hrkd:-hierarchical'],  # Table 4
     'few_shot': ['single>tinybert', 'mtl>hrkd', 'meta>metakd'],  # Fig. 2
+    'gatv2': ['mtl>hrkd:gatv2'],  # beyond the paper: HRKD with a dynamic-attention (GATv2) domain-relational graph
 }
 _LEGACY = {'tinybert': '{t}>tinybert', 'hrkd': '{t}>hrkd', 'tinybert-single': '{t}>tinybert-single', 'metakd': 'meta>metakd'}
 TEACHER_NAMES = {'single': 'BERT-single', 'mix': 'BERT-mix', 'mtl': 'HRKD-teacher (mtl)', 'meta': 'Meta-teacher'}
@@ -81,19 +88,25 @@ class Row:
     teacher: str  # 'single', 'mix', 'mtl' or 'meta'
     student: str | None = None  # None: the teacher row; else one of STUDENT_METHODS
     ablation: str = 'hrkd'  # Table 4 row of an HRKD student
+    graph: str = 'gat'  # an HRKD student's domain-relational graph: 'gat' (paper) or 'gatv2' (beyond the paper)
 
     @property
-    def key(self) -> str:  # 'mtl>hrkd:-comp_agg', the form `parse_methods` reads
+    def variant(self) -> list:  # what follows the colon of the key: the ablation and the graph, where not the default
+        return [v for v, default in ((self.ablation, 'hrkd'), (self.graph, 'gat')) if v != default]
+    @property
+    def key(self) -> str:  # 'mtl>hrkd:-comp_agg', 'mtl>hrkd:gatv2': the form `parse_methods` reads
         if self.student is None: return self.teacher
-        return f"{self.teacher}>{self.student}" + ('' if self.ablation == 'hrkd' else f":{self.ablation}")
+        return f"{self.teacher}>{self.student}" + (':' + '+'.join(self.variant) if self.variant else '')
     @property
     def stage(self) -> str:  # its run folder inside a pipeline folder
         if self.student is None: return f'teacher-{self.teacher}'
-        return f"{self.teacher}-{self.student}" + ('' if self.ablation == 'hrkd' else self.ablation.replace('_', '-'))
+        return (f"{self.teacher}-{self.student}" + ('' if self.ablation == 'hrkd' else self.ablation.replace('_', '-'))
+                + ('' if self.graph == 'gat' else f'-{self.graph}'))
     @property
     def name(self) -> str:  # the paper's way of writing the row
         if self.student is None: return TEACHER_NAMES[self.teacher]
-        return f"{TEACHER_NAMES[self.teacher]} -> {STUDENT_NAMES[self.student]}{ABLATION_NAMES[self.ablation]}"
+        return (f"{TEACHER_NAMES[self.teacher]} -> {STUDENT_NAMES[self.student]}{ABLATION_NAMES[self.ablation]}"
+                + ('' if self.graph == 'gat' else f" ({self.graph.upper().replace('GATV2', 'GATv2')} graph)"))
     @property
     def multi_domain(self) -> bool:  # one student for all domains (else one per domain)
         return self.student in ('tinybert', 'hrkd') and self.teacher != 'single'
@@ -103,18 +116,24 @@ def parse_methods(methods: str | list,  # a METHOD_SETS name, or rows 'teacher>s
                   teacher_kind: str = 'mtl',  # the teacher of the short forms 'tinybert', 'hrkd', 'tinybert-single'
                  ) -> list:  # [Row], students only, in the given order, without duplicates
     "The student rows a pipeline trains, from a method set's name or a list of rows."
-    if isinstance(methods, str):
-        methods = METHOD_SETS[methods] if methods in METHOD_SETS else [m.strip() for m in methods.split(',') if m.strip()]
+    if isinstance(methods, str): methods = [m.strip() for m in methods.split(',') if m.strip()]
+    methods = [row for m in methods for row in (METHOD_SETS[m] if m in METHOD_SETS else [m])]  # sets may sit among rows
     if not methods: raise ValueError(f"no methods given; use a set ({', '.join(METHOD_SETS)}) or rows like 'mtl>hrkd'")
     rows = []
     for text in methods:
         spec = _LEGACY[text].format(t=teacher_kind) if text in _LEGACY else text
         teacher, _, student = spec.partition('>')
-        student, _, ablation = student.partition(':')
-        ablation = ablation or 'hrkd'
-        if teacher not in TEACHER_ORDER or student not in STUDENT_METHODS or ablation not in ABLATIONS:
-            raise ValueError(f"unknown method {text!r}: write teacher>student[:ablation] with teacher in {TEACHER_ORDER}, "
-                             f"student in {STUDENT_METHODS}, ablation in {tuple(ABLATIONS)}; or a set: {', '.join(METHOD_SETS)}")
+        student, _, variant = student.partition(':')
+        parts = [p for p in variant.split('+') if p]
+        ablation = next((p for p in parts if p in ABLATIONS), 'hrkd')
+        graph = next((p for p in parts if p in GRAPH_ATTENTIONS), 'gat')
+        if (teacher not in TEACHER_ORDER or student not in STUDENT_METHODS or len(parts) != len(set(parts))
+                or any(p not in ABLATIONS and p not in GRAPH_ATTENTIONS for p in parts)
+                or sum(p in ABLATIONS for p in parts) > 1 or sum(p in GRAPH_ATTENTIONS for p in parts) > 1):
+            raise ValueError(f"unknown method {text!r}: write teacher>student[:ablation][+graph] with teacher in {TEACHER_ORDER}, "
+                             f"student in {STUDENT_METHODS}, ablation in {tuple(ABLATIONS)}, graph in {GRAPH_ATTENTIONS}; "
+                             f"or a set: {', '.join(METHOD_SETS)}")
+        if graph != 'gat' and student != 'hrkd': raise ValueError(f"{text!r}: the graph attention is a setting of HRKD students")
         if (teacher == 'meta') != (student == 'metakd'):
             raise ValueError(f"{text!r}: Meta-distillation (metakd) needs the meta-teacher, and the meta-teacher only teaches metakd")
         if teacher == 'single' and student not in ('tinybert', 'tinybert-single'):
@@ -124,7 +143,7 @@ def parse_methods(methods: str | list,  # a METHOD_SETS name, or rows 'teacher>s
         variants = [ablation] + [a for a in (ablations or []) if student == 'hrkd' and a != ablation]
         for a in variants:
             if a not in ABLATIONS: raise ValueError(f"unknown ablation {a!r}; valid: {tuple(ABLATIONS)}")
-            row = Row(teacher, student, a)
+            row = Row(teacher, student, a, graph)
             if row not in rows: rows.append(row)
     return rows
 
@@ -165,14 +184,14 @@ def student_config(row: Row,  # which student (its method, per-domain or not, ab
     lr = FEW_SHOT_STUDENT_LR if few_shot is not None else STUDENT_LR.get(dataset, STUDENT_LR['amazon'])
     values = {'student': PRESETS[preset]['student'], 'student_layers': PRESETS[preset]['student_layers'], 'lr': lr,
               'seed': seed, 'max_steps': max_steps, **_given(overrides, DistillConfig, MetaDistillConfig)}
-    if 'ablation' in values or 'method' in values or 'multi_domain' in values:
-        raise ValueError("the method, ablation and per-domain choice come from the row, not from overrides")
+    if {'ablation', 'method', 'multi_domain', 'graph_attention'} & set(values):
+        raise ValueError("the method, ablation, graph attention and per-domain choice come from the row, not from overrides")
     if values['student_layers'] == 'all': values['student_layers'] = None  # the whole pretrained model
     if row.student == 'metakd':
         return MetaDistillConfig(**{k: v for k, v in values.items() if k in {f.name for f in dataclasses.fields(MetaDistillConfig)}})
     values = {k: v for k, v in values.items() if k in {f.name for f in dataclasses.fields(DistillConfig)}}
     return DistillConfig(method=row.student.split('-')[0], multi_domain=row.multi_domain,
-                         ablation=row.ablation if row.student == 'hrkd' else 'hrkd', **values)
+                         ablation=row.ablation if row.student == 'hrkd' else 'hrkd', graph_attention=row.graph, **values)
 
 
 # %% ../nbs/10c_pipeline.ipynb #b8a84da1
@@ -225,7 +244,8 @@ TEACHER_OPTIONS = {'teacher_model': 'model', 'teacher_epochs': 'epochs', 'teache
 STUDENT_OPTIONS = {'student_model': 'student', 'student_layers': 'student_layers', 'student_epochs': 'epochs',
                    'student_lr': 'lr', 'student_batch_size': 'batch_size', 'graph_update': 'graph_update',
                    'normalization': 'normalization', 'prediction_epochs': 'prediction_epochs', 'gamma2': 'gamma2',
-                   'padding': 'padding', 'bucket_batches': 'bucket_batches', 'distributed_prototypes': 'distributed_prototypes'}
+                   'padding': 'padding', 'bucket_batches': 'bucket_batches', 'distributed_prototypes': 'distributed_prototypes',
+                   'teacher_cache': 'teacher_cache'}
 
 def _unset(value) -> bool: return value is None or (not isinstance(value, bool) and value in ('', 0, 0.0, []))
 
@@ -260,10 +280,35 @@ def _train_stage(row, config, data, folder, teachers, cache, run):
         return train_teacher(config, data, folder, **run)
     teacher = teachers[row.teacher]
     if row.student == 'metakd': return meta_distill(config, teacher, data, folder, **run)
-    return distill(config, teacher, data, folder, **run)
+    return distill(config, teacher, data, folder, cache_dir=cache, **run)  # one teacher-output cache per teacher
 
 def _load_teacher(row, folder):
     return load_meta_teacher(folder) if row.teacher == 'meta' else load_teacher(folder)
+
+def _weights_present(row: Row, folder: Path, domains: list) -> bool:
+    "Whether a finished stage still has its selected model(s) on this machine (records alone are committed)."
+    if row.teacher == 'single' and row.student is None or row.student in ('tinybert', 'metakd') and not row.multi_domain:
+        return all((folder / d / 'model').is_dir() for d in domains)
+    return (folder / 'model').is_dir()
+
+def _restore_teacher(row, config, data, folder, cache, run, say) -> None:
+    "A finished teacher whose weights are gone (a new machine): train it again aside; it must repeat its records exactly."
+    from hrkd.training import read_jsonl
+    aside = folder.with_name(folder.name + '.again')
+    shutil.rmtree(aside, ignore_errors=True)
+    say(f"{folder}: finished, but its weights are not on this machine and a student still needs them: training it again")
+    result = _train_stage(row, config, data, aside, {}, cache, {**run, 'resume': False})
+    logs = [p.relative_to(folder) for p in folder.rglob('evals.jsonl')]
+    differ = [str(p) for p in logs if read_jsonl(folder / p) != read_jsonl(aside / p)]
+    if result['status'] != 'finished' or differ:
+        raise RuntimeError(f"{folder} trained again on this machine does not repeat its committed records "
+                           f"({', '.join(differ) or result['status']} differ; the new run is in {aside}): this machine or "
+                           "code computes other numbers, so this seed cannot continue here; finish it on the machine "
+                           "and precision it started with, or start the seed again in a new folder")
+    for model in aside.rglob('model'):
+        target = folder / model.relative_to(aside)
+        shutil.rmtree(target, ignore_errors=True); shutil.move(str(model), str(target))
+    shutil.rmtree(aside)
 
 def pipeline_table(summary: dict,  # a pipeline summary
                    selection: str | None = None,  # default: the pipeline's
@@ -292,8 +337,10 @@ def run_pipeline(config: PipelineConfig,
     if current().enabled and any(r.teacher == 'meta' for r in configs):
         raise ValueError("Meta-KD rows run in one process: run them without torchrun (or leave them out of --methods)")
     if resume and (out / 'pipeline.json').is_file():  # the same pipeline, or refuse; a finished one is read back
-        saved = json.loads((out / 'pipeline.json').read_text())['config']
+        started_with = json.loads((out / 'pipeline.json').read_text())
+        saved = started_with['config']
         check_compatible(saved, json.loads(json.dumps(config.to_dict())), keys=sorted(set(saved) - _RESUMABLE_CHANGES))
+        _same_machine(started_with, config, out)
         if (out / 'results' / 'summary.json').is_file():
             say(f"finished earlier: {out / 'results'}")
             return json.loads((out / 'results' / 'summary.json').read_text())
@@ -320,15 +367,21 @@ def run_pipeline(config: PipelineConfig,
     run = dict(tokenizer=tokenizer, resume=resume, progress=progress, device=config.device,
                keep_checkpoint=config.keep_checkpoints)
     started, results, teachers = time.perf_counter(), {}, {}
-    for i, (row, stage_config) in enumerate(configs.items()):
-        folder = out / row.stage
-        say(f"[{i + 1}/{len(configs)}] {row.name}: {folder}")
-        results[row] = _train_stage(row, stage_config, data, folder, teachers, cache, run)
-        if results[row]['status'] != 'finished':
-            say(f"interrupted in {folder}; continue with resume=True (--resume)")
-            return {**results[row], 'stage': row.stage}
-        if row.student is None: teachers[row.teacher] = _load_teacher(row, folder)
-    return on_main(_finish, config, configs, out, results, teachers, domains, precision, started, say)
+    unfinished = {r for r in configs if r.student is not None and finished_results(out / r.stage) is None}
+    with track_memory() as memory:  # the pipeline process's peaks, next to each stage's own
+        for i, (row, stage_config) in enumerate(configs.items()):
+            folder = out / row.stage
+            say(f"[{i + 1}/{len(configs)}] {row.name}: {folder}")
+            results[row] = _train_stage(row, stage_config, data, folder, teachers, cache, run)
+            release_freed_memory()  # what the stage freed goes back to the system before the next stage allocates
+            if results[row]['status'] != 'finished':
+                say(f"interrupted in {folder}; continue with resume=True (--resume)")
+                return {**results[row], 'stage': row.stage}
+            if row.student is None and any(r.teacher == row.teacher for r in unfinished):
+                if not _weights_present(row, folder, domains):
+                    _restore_teacher(row, stage_config, data, folder, cache, run, say)
+                teachers[row.teacher] = _load_teacher(row, folder)
+    return on_main(_finish, config, configs, out, results, teachers, domains, precision, started, say, memory.peak)
 
 def _make_folder(out: Path, resume: bool) -> bool:  # whether the folder was created
     if out.exists() and not out.is_dir(): raise NotADirectoryError(f"--out {out} is a file, not a folder")
@@ -342,12 +395,24 @@ def _make_folder(out: Path, resume: bool) -> bool:  # whether the folder was cre
         raise PermissionError(f"cannot write the pipeline folder {out}: {e.strerror or e}") from None
     return created
 
-def _finish(config, configs, out, results, teachers, domains, precision, started, say) -> dict:
+def _same_machine(started_with: dict, config: PipelineConfig, out: Path) -> None:
+    "A resumed pipeline continues on the CPU and precision it started with: t-tests pair the rows of one seed."
+    now_precision = resolve_precision(config.precision, config.device)
+    then_cpu, now_cpu = (started_with.get('hardware') or {}).get('cpu'), hardware().get('cpu')
+    if started_with.get('precision') not in (None, now_precision) or (config.device == 'cpu' and then_cpu not in (None, now_cpu)):
+        raise ValueError(f"{out} started on {then_cpu} in {started_with.get('precision')}; this machine is {now_cpu} and "
+                         f"runs {now_precision}: a seed's rows never mix machines or precisions (their t-tests pair by "
+                         f"seed); finish it where it started (or with --precision {started_with.get('precision')} if only "
+                         "the precision differs), or start the seed again in a new folder")
+
+def _finish(config, configs, out, results, teachers, domains, precision, started, say, memory) -> dict:
     "Speed comparison, summary.json, table.md and the ratio plots (rank 0 under torchrun)."
     from hrkd.evaluate import efficiency, plot_ratios
     timed = {}
     if config.efficiency_repeats > 0:
         for row in configs:  # one model per row: the teachers with one model, and the multi-domain students
+            if not _weights_present(row, out / row.stage, domains) or row.student is None and row.teacher not in teachers:
+                continue  # weights gone (a stage finished on another machine): not timed here
             if row.student is None and row.teacher != 'single':
                 teacher = teachers[row.teacher]
                 timed[row.name] = teacher.model if row.teacher == 'meta' else teacher
@@ -361,8 +426,10 @@ def _finish(config, configs, out, results, teachers, domains, precision, started
                'precision': precision, 'configs': {r.stage: c.to_dict() for r, c in configs.items()},
                'models': {r.stage: {'row': r.key, 'name': r.name, 'test': res['test'], 'dev': res['dev'],
                                     'selections': res['selections'], 'parameters': res['parameters'],
-                                    'train_seconds': res['train_seconds'], 'eval_seconds': res.get('eval_seconds')}
+                                    'train_seconds': res['train_seconds'], 'eval_seconds': res.get('eval_seconds'),
+                                    'peak_rss_mb': res.get('peak_rss_mb'), 'peak_anon_mb': res.get('peak_anon_mb')}
                           for r, res in results.items()},
+               'peak_rss_mb': memory['peak_rss_mb'], 'peak_anon_mb': memory['peak_anon_mb'],  # the pipeline process
                'pipeline_seconds': {r.stage: s for r, s in cost.items()},
                'efficiency': None if speed is None else speed.to_dict(orient='records'),
                'wall_seconds': time.perf_counter() - started}
@@ -371,8 +438,197 @@ def _finish(config, configs, out, results, teachers, domains, precision, started
     (results_dir / 'table.md').write_text(pipeline_table(summary))
     for row in configs:
         if row.student == 'hrkd':
-            name = 'ratios.png' if row.ablation == 'hrkd' else f'ratios{row.ablation.replace("_", "-")}.png'
+            name = 'ratios' + row.stage.removeprefix(f'{row.teacher}-hrkd') + '.png'
             plot_ratios(out / row.stage / 'metrics.jsonl', results_dir / name, domains=domains)
+    for res in results.values():  # the teacher-output caches: every student that reads them has finished
+        for used in (res.get('teacher_cache') if isinstance(res.get('teacher_cache'), list) else [res.get('teacher_cache')]):
+            if used: shutil.rmtree(used['folder'], ignore_errors=True)
     say(f"results: {results_dir} (summary.json, table.md" + (", ratios*.png)" if any(r.student == 'hrkd' for r in configs) else ")"))
     return summary
 
+
+# %% ../nbs/10c_pipeline.ipynb #56b9db25
+def _steps_per_epoch(counts: dict, batch_size: int, layout: str) -> dict:  # {run: steps}; run None = one model
+    "Steps of one epoch per model: one multi-domain model (largest domain), one pooled model, or one model per domain."
+    if layout == 'multi': return {None: math.ceil(max(counts.values()) / batch_size)}
+    if layout == 'pooled': return {None: math.ceil(sum(counts.values()) / batch_size)}
+    return {d: math.ceil(n / batch_size) for d, n in counts.items()}
+
+def _evaluations(total: int, done: int, every: int) -> int:  # evaluations after step `done` of a run of `total` steps
+    return sum(1 for s in range(done + 1, total + 1) if s % every == 0 or s == total)
+
+def _done_steps(folder: Path) -> int:  # the last evaluated (checkpointed) step of an interrupted run
+    from hrkd.training import read_jsonl
+    evals = folder / 'evals.jsonl'
+    return max((r['step'] for r in read_jsonl(evals)), default=0) if evals.is_file() else 0
+
+def _layout(row: Row, config) -> str:
+    if row.student is None: return 'multi' if row.teacher == 'mtl' else 'per_domain' if row.teacher == 'single' else 'pooled'
+    return 'multi' if row.multi_domain else 'per_domain'
+
+def plan_stages(config: PipelineConfig,
+                out: str | Path | None = None,  # the pipeline folder: its finished stages are left out
+                data: DatasetDict | None = None,  # the (untokenized) splits; default: `load_data`
+               ) -> list:  # one dict per stage: row, stage, kind, finished, runs, steps, evaluations, eval rows, cache rows
+    "The work of every stage of a pipeline: steps, evaluation passes and rows, caches to build (no timing, nothing written)."
+    from hrkd.runs import finished_results
+    configs = config.stage_configs()
+    data = data if data is not None else load_data(config.dataset, config.data_dir, config.domains, config.few_shot)
+    domains = domain_names(data['train'])
+    count = lambda split: {d: sum(1 for x in data[split]['domain'] if x == d) for d in domains}
+    train, dev, test = count('train'), count('dev'), count('test')
+    stages, cached = [], set()
+    for row, stage_config in configs.items():
+        folder = None if out is None else Path(out) / row.stage
+        entry = {'row': row.key, 'name': row.name, 'stage': row.stage, 'finished': bool(folder and finished_results(folder)),
+                 'steps': 0, 'evaluations': 0, 'eval_rows': 0, 'cache_rows': 0, 'instance_weight_rows': 0}
+        layout = _layout(row, stage_config)
+        entry['kind'] = ('teacher-' + ('multi' if layout == 'multi' else 'pooled') if row.student is None and row.teacher != 'meta'
+                         else 'meta-teacher' if row.student is None else 'metakd' if row.student == 'metakd'
+                         else f"{row.student.split('-')[0]}-{'multi' if layout == 'multi' else 'single'}")
+        if row.student == 'metakd':  # per domain: the intermediate stage, then the prediction stage
+            phases = [(stage_config.epochs, 'intermediate'), (stage_config.prediction_epochs, '')]
+        else: phases = [(stage_config.epochs, '')]
+        runs = _steps_per_epoch(train if row.student != 'metakd' else train, stage_config.batch_size,
+                                'per_domain' if row.student == 'metakd' else layout)
+        for run, per_epoch in runs.items():
+            for epochs, sub in phases:
+                total = schedule_steps(epochs, per_epoch, stage_config.max_steps)
+                sub_folder = None if folder is None else folder / (run or '') / sub
+                done = 0 if entry['finished'] or sub_folder is None else _done_steps(sub_folder)
+                if entry['finished']: continue
+                entry['steps'] += total - done
+                evaluations = _evaluations(total, done, stage_config.eval_every)
+                entry['evaluations'] += evaluations
+                rows = (dev[run] + test[run]) if run is not None else sum(dev.values()) + sum(test.values())
+                entry['eval_rows'] += evaluations * rows
+        uses_cache = row.student in ('tinybert', 'hrkd') and getattr(stage_config, 'teacher_cache', 'off') == 'on'
+        entry['cached'] = uses_cache
+        if uses_cache and not entry['finished']:
+            key = (row.teacher, layout)  # one cache per teacher and training rows
+            if key not in cached: entry['cache_rows'] = sum(train.values()); cached.add(key)
+        if row.teacher == 'meta' and row.student is None and not entry['finished']: entry['instance_weight_rows'] = sum(train.values())
+        entry['runs'] = len(runs)
+        stages.append(entry)
+    return stages
+
+# %% ../nbs/10c_pipeline.ipynb #b5db9c61
+def _timed(fn, steps: int) -> float:  # median seconds of `steps` calls after one warm-up call
+    import statistics
+    fn()
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter(); fn(); times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+def probe_seconds(config: PipelineConfig,
+                  kinds: set,  # the stage kinds to time (`plan_stages`' 'kind'), e.g. {'teacher-multi', 'hrkd-multi'}
+                  data: DatasetDict | None = None,  # untokenized splits; default: `load_data`
+                  steps: int = 2,  # timed steps per kind, after one warm-up step
+                  log=None,  # where progress lines go
+                 ) -> dict:  # seconds: per step of each kind (cached / uncached), per evaluated row, per cached row
+    "Seconds per step of each kind of stage and per row of evaluation and cache build, measured here on real batches."
+    import torch
+    from hrkd.data import MultiDomainLoader, PooledLoader, padding_options, tokenize
+    from hrkd.distill import _build_student, distill_step
+    from hrkd.evaluate import predict_rows
+    from hrkd.models import FitProjections, teacher_from_pretrained, uniform_layer_map
+    from hrkd.objective import HRKD
+    from hrkd.teacher_cache import teacher_forward
+    from hrkd.teachers import _teacher_loss
+    from hrkd.training import autocast, clip_and_step, make_optimizer
+    say = log or (lambda line: None)
+    configs = config.stage_configs()
+    data = data if data is not None else load_data(config.dataset, config.data_dir, config.domains, config.few_shot)
+    teacher_config_ = next(c for r, c in configs.items() if r.student is None)
+    tokenizer = load_tokenizer(teacher_config_.model)
+    data = tokenize(data, tokenizer, max_length=config.max_length)
+    domains, device = domain_names(data['train']), config.device
+    precision = resolve_precision(config.precision, device)
+    labels = data['train'].features['label'].num_classes
+    student_config_ = next((c for r, c in configs.items() if r.student in ('tinybert', 'hrkd', 'metakd')), None)
+    padding = padding_options(teacher_config_.padding, teacher_config_.bucket_batches, tokenizer)
+    multi_batch = MultiDomainLoader(data['train'], batch_size=teacher_config_.batch_size, seed=0, **padding).batch(0)
+    pooled_batch = PooledLoader(data['train'], teacher_config_.batch_size, seed=0, **padding).batch(0)
+    out = {'precision': precision, 'device': device}
+    torch.manual_seed(0)
+    teacher = teacher_from_pretrained(teacher_config_.model, domains, labels).to(device)
+    if kinds & {'teacher-multi', 'teacher-pooled', 'meta-teacher'}:
+        optimizer = make_optimizer(teacher, lr=1e-5)
+        for kind, batch, loss_kind in (('teacher-multi', multi_batch, 'mtl'), ('teacher-pooled', pooled_batch, 'mix')):
+            if kind not in kinds and not (kind == 'teacher-pooled' and 'meta-teacher' in kinds): continue
+            def step():
+                teacher.train()
+                with autocast(precision, device): loss = _teacher_loss(teacher, batch, loss_kind, device)
+                clip_and_step(loss, optimizer)
+            out[kind] = _timed(step, steps); say(f"probe {kind}: {out[kind]:.2f} s/step")
+    teacher.eval().requires_grad_(False)
+    eval_rows = data['test'].select(range(min(2 * teacher_config_.eval_batch_size, data['test'].num_rows)))
+    out['eval_row_teacher'] = _timed(lambda: predict_rows(teacher, eval_rows, teacher_config_.eval_batch_size, device, precision,
+                                                          trim=True), 1) / eval_rows.num_rows
+    batch = {k: v.to(device) for k, v in multi_batch.items()}
+    def forward():
+        with autocast(precision, device): teacher_forward(teacher, batch)
+    out['cache_row'] = _timed(forward, 1) / len(multi_batch['input_ids'])
+    if student_config_ is not None:
+        student = _build_student(student_config_, domains, labels, device).train()
+        M, N = student.num_layers, teacher.num_layers
+        layer_map = uniform_layer_map(M, N)
+        fit = FitProjections(M, student.hidden_size, teacher.hidden_size).to(device)
+        out['eval_row_student'] = _timed(lambda: predict_rows(student, eval_rows, teacher_config_.eval_batch_size, device,
+                                                              precision, trim=True), 1) / eval_rows.num_rows
+        for kind in sorted(k for k in kinds if k.split('-')[0] in ('tinybert', 'hrkd') or k == 'metakd'):
+            method, layout = ('tinybert', 'single') if kind == 'metakd' else kind.split('-')
+            config_ = student_config(Row('mtl', method), config.dataset, config.preset, few_shot=config.few_shot,
+                                     **{k: v for k, v in config.student.items() if k not in ('prediction_epochs', 'gamma2')})
+            D = len(domains) if layout == 'multi' else 1
+            objective = (HRKD(M, D, student.hidden_size, graph_update=config_.graph_update).to(device) if method == 'hrkd' else None)
+            modules = [student, fit] + ([objective] if objective is not None else [])
+            optimizer = make_optimizer([p for m in modules for p in m.parameters() if p.requires_grad], lr=1e-5)
+            b = multi_batch if layout == 'multi' else pooled_batch
+            b = {k: v.to(device) for k, v in b.items()}
+            if layout == 'single': b = {**b, 'domain_ids': torch.zeros_like(b['domain_ids'])}
+            with autocast(precision, device): cached = teacher_forward(teacher, b)
+            for use_cache in (True, False):
+                if kind == 'metakd' and use_cache: continue
+                def step():
+                    with autocast(precision, device):
+                        loss, _ = distill_step(student, teacher, fit, objective, b, layer_map, D, config_,
+                                               teacher_outputs=cached if use_cache else None)
+                    clip_and_step(loss, optimizer)
+                name = f"{kind}{'-cached' if use_cache else ''}"
+                out[name] = _timed(step, steps); say(f"probe {name}: {out[name]:.2f} s/step")
+    return out
+
+def plan_pipeline(config: PipelineConfig,
+                  out: str | Path | None = None,  # the pipeline folder (finished stages are left out); nothing is written
+                  probe: dict | None = None,  # `probe_seconds` of this pipeline's settings (measured when None)
+                  log=None,
+                 ) -> dict:  # {'stages': [...with 'seconds'], 'seconds': total, 'probe': {...}}
+    "Every unfinished stage of a pipeline with its steps, evaluations and estimated wall time on this machine."
+    data = load_data(config.dataset, config.data_dir, config.domains, config.few_shot)
+    stages = plan_stages(config, out, data)
+    todo = [s for s in stages if not s['finished']]
+    kinds = {s['kind'] for s in todo}
+    if probe is None: probe = probe_seconds(config, kinds, data, log=log) if todo else {}
+    for s in stages:
+        if s['finished']: s['seconds'] = 0.0; continue
+        kind = s['kind']
+        if kind == 'meta-teacher': step = probe['teacher-pooled']
+        elif kind.startswith('teacher'): step = probe[kind]
+        else: step = probe[f'{kind}-cached' if s['cached'] else kind]  # a student reading the teacher-output cache, or not
+        per_row = probe['eval_row_teacher'] if kind.startswith(('teacher', 'meta-teacher')) else probe.get('eval_row_student', probe['eval_row_teacher'])
+        s['seconds'] = (s['steps'] * step + s['eval_rows'] * per_row
+                        + (s['cache_rows'] + s['instance_weight_rows']) * probe['cache_row'])
+    return {'stages': stages, 'seconds': sum(s['seconds'] for s in stages), 'probe': probe}
+
+def plan_markdown(plan: dict, title: str = '') -> str:
+    "A plan as a markdown table: stage, steps, evaluations, estimated hours; the total last."
+    lines = ([f'**{title}**', ''] if title else []) + ['| stage | steps | evaluations (rows) | cache rows | estimated hours |',
+                                                       '|---|---|---|---|---|']
+    for s in plan['stages']:
+        if s['finished']: lines.append(f"| {s['name']} | finished | | | 0 |"); continue
+        lines.append(f"| {s['name']} | {s['steps']} | {s['evaluations']} ({s['eval_rows']}) | {s['cache_rows'] or ''} | "
+                     f"{s['seconds'] / 3600:.2f} |")
+    lines.append(f"| **total** | | | | **{plan['seconds'] / 3600:.2f}** |")
+    return '\n'.join(lines) + '\n'

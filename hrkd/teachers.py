@@ -23,10 +23,10 @@ from .distributed import check_batch_size, on_main
 from .evaluate import count_parameters
 from .losses import per_domain_mean
 from .models import OFFLINE_TEACHER, MultiDomainBert, teacher_from_pretrained, HEAD_ACTIVATIONS
-from .runs import (SELECTIONS, check_splits, evaluate_splits, read_run, resume_finished, rows_of_domain,
-                       run_selections, start_run)
+from .runs import (SELECTIONS, check_splits, evaluate_splits, prune_prediction_logs, read_run, resume_finished,
+                       rows_of_domain, run_memory, run_selections, start_run, write_predictions)
 from .training import (PRECISIONS, autocast, linear_warmup_schedule, make_optimizer, resolve_precision, schedule_steps,
-                           set_seed, train_loop, write_json_atomic)
+                           set_seed, track_memory, train_loop, write_json_atomic)
 
 # %% ../nbs/07_teachers.ipynb #da1d2770
 TEACHER_KINDS = ('single', 'mix', 'mtl')
@@ -100,7 +100,7 @@ def _fit_teacher(config, data, domains, model_domains, run_dir, tokenizer, resum
         return loss, {}
     def evaluate_fn(step, splits=('dev', 'test')):  # train_loop asks for test only where a selection can land
         return evaluate_splits(model, data, domains, splits=splits, domain=domain, batch_size=config.eval_batch_size,
-                               device=device, precision=precision, trim=config.padding != 'fixed')
+                               device=device, precision=precision, predictions=True)
     def save_best(step): model.save_pretrained(run_dir / 'model', tokenizer=tokenizer)
     out = train_loop(run_dir, step_fn, loader, {'model': model}, optimizer, scheduler, config.epochs, evaluate_fn,
                      config.eval_every, {**config.to_dict(), 'domain': domain}, save_best=save_best,
@@ -128,25 +128,29 @@ def train_teacher(config: TeacherConfig,
     if resume and (done := on_main(resume_finished, run_dir, config.to_dict(), data)) is not None: return done  # a finished run is never touched again
     digest = on_main(start_run, run_dir, data, config.to_dict(), config.seed, 'teacher', domains, resume, device,
                      resolve_precision(config.precision, device))  # under torchrun: rank 0 writes the run folder
-    if config.kind == 'single':
-        runs = {d: _fit_teacher(config, data, domains, [d], run_dir / d, tokenizer, resume, progress, stop_after, device, d,
-                                keep_checkpoint)
-                for d in domains}
-    else:
-        runs = {None: _fit_teacher(config, data, domains, domains if config.kind == 'mtl' else ['mix'], run_dir,
-                                   tokenizer, resume, progress, stop_after, device, keep_checkpoint=keep_checkpoint)}
+    with track_memory() as memory:  # peak resident and anonymous memory of the whole run
+        if config.kind == 'single':
+            runs = {d: _fit_teacher(config, data, domains, [d], run_dir / d, tokenizer, resume, progress, stop_after, device,
+                                    d, keep_checkpoint)
+                    for d in domains}
+        else:
+            runs = {None: _fit_teacher(config, data, domains, domains if config.kind == 'mtl' else ['mix'], run_dir,
+                                       tokenizer, resume, progress, stop_after, device, keep_checkpoint=keep_checkpoint)}
     if any(r['status'] != 'finished' for r in runs.values()):
         return {'status': 'interrupted', 'run_dir': str(run_dir)}
-    return on_main(_write_results, config, runs, run_dir, domains, digest)  # every rank gets rank 0's results
+    return on_main(_write_results, config, runs, run_dir, domains, digest, data, memory)  # every rank gets rank 0's results
 
-def _write_results(config, runs, run_dir, domains, digest):
+def _write_results(config, runs, run_dir, domains, digest, data, memory):
+    write_predictions(run_dir, data, domains, config.kind == 'single')  # test predictions of the selected checkpoints
     selections = run_selections(run_dir, domains, config.kind == 'single')  # single: each domain from its own teacher
     results = {'status': 'finished', 'role': 'teacher', 'kind': config.kind, 'selection': config.selection,
                'domains': domains, 'test': selections[config.selection]['test'], 'dev': selections[config.selection]['dev'],
                'selections': selections, 'parameters': next(iter(runs.values()))['parameters'],
                'train_seconds': sum(r['seconds'] for r in runs.values()),
-               'eval_seconds': sum(r.get('eval_seconds', 0.0) for r in runs.values()), 'data_digest': digest}
+               'eval_seconds': sum(r.get('eval_seconds', 0.0) for r in runs.values()), 'data_digest': digest,
+               **run_memory(memory, runs)}
     write_json_atomic(run_dir / 'results.json', results)
+    prune_prediction_logs(run_dir)
     return results
 
 def load_teacher(run_dir: str | Path,  # a folder written by `train_teacher`

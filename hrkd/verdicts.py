@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['PAPER', 'PAPER_FEW_SHOT', 'CLAIMS', 'ALPHA', 'SELECTION_TITLES', 'FEW_SHOT_BASELINE', 'FEW_SHOT_METHODS',
-           'CASE_SETTINGS', 'row_of', 'collect_runs', 'accuracies', 'parse_row', 'paired_test', 'verdict', 'summarise',
-           'claims', 'table_markdown', 'claims_markdown', 'write_tables', 'improvement_rates', 'few_shot_claims',
-           'case_batches', 'label_agreement', 'agreement_test', 'uniform_share']
+           'CASE_SETTINGS', 'CASE_FILE', 'row_of', 'collect_runs', 'accuracies', 'parse_row', 'paired_test', 'verdict',
+           'summarise', 'claims', 'table_markdown', 'claims_markdown', 'write_tables', 'improvement_rates',
+           'few_shot_claims', 'case_batches', 'label_agreement', 'agreement_test', 'uniform_share', 'case_ratios',
+           'write_case_ratios']
 
 # %% ../nbs/12_verdicts.ipynb #479b2a51
 from pathlib import Path
@@ -68,7 +69,8 @@ def row_of(run: dict) -> Row:
     if method == 'tinybert' and not results.get('multi_domain', config.get('multi_domain', True)) and teacher != 'single':
         return Row(teacher, 'tinybert-single')
     ablation = (results.get('ablation') or config.get('ablation') or 'hrkd') if method == 'hrkd' else 'hrkd'
-    return Row(teacher, method, ablation)
+    graph = config.get('graph_attention', 'gat') if method == 'hrkd' else 'gat'
+    return Row(teacher, method, ablation, graph)
 
 def collect_runs(results_dir: str | Path) -> pd.DataFrame:  # one row per run x selection x split x domain (and 'average')
     "Every finished run under `results_dir` as a long table of accuracies, keyed by dataset, few-shot ratio, row and seed."
@@ -99,7 +101,7 @@ def accuracies(table: pd.DataFrame, row: str, dataset: str, few_shot: float = 0.
 def _row_order(keys) -> list:
     rank = lambda r: (r.student is not None, TEACHER_ORDER.index(r.teacher) if r.student is None else
                       (['tinybert-single', 'tinybert', 'metakd', 'hrkd'].index(r.student), TEACHER_ORDER.index(r.teacher),
-                       -list(ABLATIONS).index(r.ablation)))
+                       -list(ABLATIONS).index(r.ablation), r.graph != 'gat'))
     return sorted((parse_row(k) for k in keys), key=rank)
 
 def parse_row(key: str) -> Row:
@@ -319,3 +321,49 @@ def uniform_share(ratios: np.ndarray,  # [n, M+1, D] domain-relational ratios of
     uniform = (np.abs(ratios - np.float32(1 / D)) <= tolerance).all(-1)  # [n, M+1]
     return {'overall': float(uniform.mean()), 'per_layer': [float(v) for v in uniform.mean(0)]}
 
+
+# %% ../nbs/12_verdicts.ipynb #7026ca2e
+CASE_FILE = 'case_ratios.json'  # in an HRKD run folder: the ratios of the case-study batches
+
+def case_ratios(run_dir: str | Path,  # a finished HRKD run whose student and graphs are on disk
+                test,  # the tokenized test split the run was evaluated on
+                batches: int = 200,  # batches per setting
+                seed: int = 0,  # the batches' seed: the same reviews for every run
+               ) -> dict:  # per setting: rows, labels, ratios [n, M+1, D], similarity (per layer [n, D, m+1]), untrained ratios
+    "Ratios of one-review-per-domain test batches from a trained HRKD student, with trained and with untrained graphs."
+    import torch
+    from hrkd.data import collate
+    from hrkd.distill import load_objective, load_student, objective_output
+    from hrkd.objective import HRKD
+    student = load_student(run_dir).eval()
+    objective, fit, config = load_objective(run_dir)
+    torch.manual_seed(config.seed)  # the reference: fresh graphs, as the released code leaves them (never trained)
+    untrained = HRKD(objective.num_layers, objective.num_domains, objective.features, heads=config.graph_heads,
+                     dropout=config.graph_dropout, graph_update='frozen', graph_attention=config.graph_attention,
+                     **ABLATIONS[config.ablation]).eval()
+    labels, domain_ids = np.asarray(test['label']), np.asarray(test['domain_id'])
+    D = student.num_domains
+    out = {'run': str(run_dir), 'seed': seed, 'batches': batches, 'domains': student.domains, 'settings': {}}
+    for k, (setting, negatives) in enumerate(CASE_SETTINGS.items()):
+        rows = case_batches(labels, domain_ids, D, negatives, batches, seed=seed + 1000 * k)
+        found = {'rows': rows, 'labels': [labels[r].tolist() for r in rows], 'ratios': [], 'similarity': [], 'untrained_ratios': []}
+        for batch_rows in rows:
+            batch = collate([test[int(i)] for i in batch_rows])
+            with torch.no_grad():
+                s = student(input_ids=batch['input_ids'], attention_mask=batch['attention_mask'],
+                            token_type_ids=batch['token_type_ids'], domain_ids=batch['domain_ids'])
+                projected = fit(s.hidden_states) if config.prototype_source == 'projected' else None
+                trained = objective_output(objective, s.hidden_states, projected, batch['attention_mask'], batch['domain_ids'], D, config)
+                fresh = objective_output(untrained, s.hidden_states, projected, batch['attention_mask'], batch['domain_ids'], D, config)
+            found['ratios'].append(np.round(trained.ratios.numpy(), 6).tolist())  # [M+1, D]
+            found['untrained_ratios'].append(np.round(fresh.ratios.numpy(), 6).tolist())
+            if trained.similarity_ratios is not None:
+                found['similarity'].append([np.round(x.numpy(), 6).tolist() for x in trained.similarity_ratios[1:]])
+        out['settings'][setting] = found
+    return out
+
+def write_case_ratios(run_dir: str | Path, test, batches: int = 200, seed: int = 0) -> Path:
+    "`case_ratios` of a run, written next to its records (`case_ratios.json`)."
+    path = Path(run_dir) / CASE_FILE
+    write_json_atomic(path, case_ratios(run_dir, test, batches, seed))
+    return path

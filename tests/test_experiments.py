@@ -56,15 +56,17 @@ def test_batch_skips_finished_cells_reports_failures_and_runs_the_analyses(tmp_p
     assert (first['finished'], first['left']) == (['toy/single-tinybert+mtl-hrkd/fs0.5/s42'], ['toy/single-tinybert+mtl-hrkd/fs0.5/s44'])
     done_first = out / 'toy' / 'single-tinybert+mtl-hrkd' / 'fs0.5' / 's42'
     stamps = {p: p.stat().st_mtime_ns for p in (done_first / 'pipeline.ipynb', done_first / 'results' / 'summary.json')}
-    code = main(['batch', '--out', str(out), '--datasets', 'toy,missing.csv', '--seeds', '42,44', '--methods', methods,
+    broken = tmp_path / 'broken.csv'  # a file that passes the grid check (it exists) and fails in the notebook
+    broken.write_text('a,b\n1,2\n')
+    code = main(['batch', '--out', str(out), '--datasets', f'toy,{broken}', '--seeds', '42,44', '--methods', methods,
                  '--few-shot', '0.5', *[a for s in settings for a in ('--set', s)]])
     assert code == 3  # some cells failed
     report = json.loads((out / 'batch.json').read_text())
     assert report['skipped'] == ['toy/single-tinybert+mtl-hrkd/fs0.5/s42'] and report['finished'] == ['toy/single-tinybert+mtl-hrkd/fs0.5/s44']
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the finished cell was not run again
-    assert sorted(f['cell'] for f in report['failed']) == ['missing/single-tinybert+mtl-hrkd/fs0.5/s42', 'missing/single-tinybert+mtl-hrkd/fs0.5/s44']
+    assert sorted(f['cell'] for f in report['failed']) == ['broken/single-tinybert+mtl-hrkd/fs0.5/s42', 'broken/single-tinybert+mtl-hrkd/fs0.5/s44']
     for failed in report['failed']:
-        assert Path(failed['notebook']).is_file() and 'missing.csv' in failed['error']
+        assert Path(failed['notebook']).is_file() and 'broken.csv' in failed['error'], failed['error']
     for seed in (42, 44):  # the injected parameters took effect
         cell = out / 'toy' / 'single-tinybert+mtl-hrkd' / 'fs0.5' / f's{seed}'
         assert json.loads((cell / 'pipeline.json').read_text())['seed'] == seed
