@@ -29,8 +29,8 @@ from .graph import GRAPH_ATTENTIONS
 from .objective import ABLATIONS
 from .runs import SELECTIONS, find_runs, finished_results
 from .teachers import TeacherConfig, load_teacher, train_teacher
-from .training import (check_compatible, git_state, hardware, release_freed_memory, resolve_precision, schedule_steps,
-                           track_memory,
+from .training import (check_compatible, decay_parameter_groups, git_state, hardware, release_freed_memory,
+                           resolve_precision, schedule_steps, track_memory,
                            write_json_atomic)
 
 # %% ../nbs/10c_pipeline.ipynb #47c54058
@@ -513,18 +513,20 @@ def plan_stages(config: PipelineConfig,
     return stages
 
 # %% ../nbs/10c_pipeline.ipynb #b5db9c61
-def _timed(fn, steps: int) -> float:  # median seconds of `steps` calls after one warm-up call
+def _interleaved(closures: dict, rounds: int) -> dict:  # {name: median seconds of one call}
+    "Median seconds of each call, timed in interleaved rounds after two warm-up calls each (drift hits all alike)."
     import statistics
-    fn()
-    times = []
-    for _ in range(steps):
-        started = time.perf_counter(); fn(); times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    for fn in closures.values(): fn(); fn()
+    times = {name: [] for name in closures}
+    for _ in range(rounds):
+        for name, fn in closures.items():
+            started = time.perf_counter(); fn(); times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 def probe_seconds(config: PipelineConfig,
                   kinds: set,  # the stage kinds to time (`plan_stages`' 'kind'), e.g. {'teacher-multi', 'hrkd-multi'}
                   data: DatasetDict | None = None,  # untokenized splits; default: `load_data`
-                  steps: int = 2,  # timed steps per kind, after one warm-up step
+                  steps: int = 3,  # timed rounds, after two warm-up calls of everything
                   log=None,  # where progress lines go
                  ) -> dict:  # seconds: per step of each kind (cached / uncached), per evaluated row, per cached row
     "Seconds per step of each kind of stage and per row of evaluation and cache build, measured here on real batches."
@@ -536,8 +538,9 @@ def probe_seconds(config: PipelineConfig,
     from hrkd.objective import HRKD
     from hrkd.teacher_cache import teacher_forward
     from hrkd.teachers import _teacher_loss
-    from hrkd.training import autocast, clip_and_step, make_optimizer
+    from hrkd.training import autocast, clip_and_step, keep_freed_memory, make_optimizer
     say = log or (lambda line: None)
+    keep_freed_memory()  # as the trainers run (`start_run`)
     configs = config.stage_configs()
     data = data if data is not None else load_data(config.dataset, config.data_dir, config.domains, config.few_shot)
     teacher_config_ = next(c for r, c in configs.items() if r.student is None)
@@ -548,56 +551,60 @@ def probe_seconds(config: PipelineConfig,
     labels = data['train'].features['label'].num_classes
     student_config_ = next((c for r, c in configs.items() if r.student in ('tinybert', 'hrkd', 'metakd')), None)
     padding = padding_options(teacher_config_.padding, teacher_config_.bucket_batches, tokenizer)
-    multi_batch = MultiDomainLoader(data['train'], batch_size=teacher_config_.batch_size, seed=0, **padding).batch(0)
-    pooled_batch = PooledLoader(data['train'], teacher_config_.batch_size, seed=0, **padding).batch(0)
-    out = {'precision': precision, 'device': device}
+    batches = {'multi': MultiDomainLoader(data['train'], batch_size=teacher_config_.batch_size, seed=0, **padding).batch(0),
+               'pooled': PooledLoader(data['train'], teacher_config_.batch_size, seed=0, **padding).batch(0)}
+    batches = {k: {n: v.to(device) for n, v in b.items()} for k, b in batches.items()}
+    eval_rows = data['test'].select(range(min(2 * teacher_config_.eval_batch_size, data['test'].num_rows)))
     torch.manual_seed(0)
     teacher = teacher_from_pretrained(teacher_config_.model, domains, labels).to(device)
-    if kinds & {'teacher-multi', 'teacher-pooled', 'meta-teacher'}:
-        optimizer = make_optimizer(teacher, lr=1e-5)
-        for kind, batch, loss_kind in (('teacher-multi', multi_batch, 'mtl'), ('teacher-pooled', pooled_batch, 'mix')):
-            if kind not in kinds and not (kind == 'teacher-pooled' and 'meta-teacher' in kinds): continue
-            def step():
+    frozen = teacher_from_pretrained(teacher_config_.model, domains, labels).to(device).eval().requires_grad_(False)
+    closures = {}
+    for kind, layout, loss_kind in (('teacher-multi', 'multi', 'mtl'), ('teacher-pooled', 'pooled', 'mix')):
+        if kind in kinds or kind == 'teacher-pooled' and 'meta-teacher' in kinds:
+            optimizer = make_optimizer(teacher, lr=1e-5)
+            def step(batch=batches[layout], loss_kind=loss_kind, optimizer=optimizer):
                 teacher.train()
                 with autocast(precision, device): loss = _teacher_loss(teacher, batch, loss_kind, device)
                 clip_and_step(loss, optimizer)
-            out[kind] = _timed(step, steps); say(f"probe {kind}: {out[kind]:.2f} s/step")
-    teacher.eval().requires_grad_(False)
-    eval_rows = data['test'].select(range(min(2 * teacher_config_.eval_batch_size, data['test'].num_rows)))
-    out['eval_row_teacher'] = _timed(lambda: predict_rows(teacher, eval_rows, teacher_config_.eval_batch_size, device, precision,
-                                                          trim=True), 1) / eval_rows.num_rows
-    batch = {k: v.to(device) for k, v in multi_batch.items()}
+            closures[kind] = step
+    closures['eval_row_teacher'] = lambda: predict_rows(frozen, eval_rows, teacher_config_.eval_batch_size, device, precision, trim=True)
     def forward():
-        with autocast(precision, device): teacher_forward(teacher, batch)
-    out['cache_row'] = _timed(forward, 1) / len(multi_batch['input_ids'])
+        with autocast(precision, device): teacher_forward(frozen, batches['multi'])
+    closures['cache_row'] = forward
     if student_config_ is not None:
         student = _build_student(student_config_, domains, labels, device).train()
-        M, N = student.num_layers, teacher.num_layers
+        M, N = student.num_layers, frozen.num_layers
         layer_map = uniform_layer_map(M, N)
-        fit = FitProjections(M, student.hidden_size, teacher.hidden_size).to(device)
-        out['eval_row_student'] = _timed(lambda: predict_rows(student, eval_rows, teacher_config_.eval_batch_size, device,
-                                                              precision, trim=True), 1) / eval_rows.num_rows
+        closures['eval_row_student'] = lambda: predict_rows(student, eval_rows, teacher_config_.eval_batch_size, device,
+                                                            precision, trim=True)
         for kind in sorted(k for k in kinds if k.split('-')[0] in ('tinybert', 'hrkd') or k == 'metakd'):
             method, layout = ('tinybert', 'single') if kind == 'metakd' else kind.split('-')
             config_ = student_config(Row('mtl', method), config.dataset, config.preset, few_shot=config.few_shot,
                                      **{k: v for k, v in config.student.items() if k not in ('prediction_epochs', 'gamma2')})
             D = len(domains) if layout == 'multi' else 1
-            objective = (HRKD(M, D, student.hidden_size, graph_update=config_.graph_update).to(device) if method == 'hrkd' else None)
+            fit = FitProjections(M, student.hidden_size, frozen.hidden_size).to(device)
+            objective = (HRKD(M, D, student.hidden_size, heads=config_.graph_heads, dropout=config_.graph_dropout,
+                              graph_update=config_.graph_update).to(device) if method == 'hrkd' else None)
             modules = [student, fit] + ([objective] if objective is not None else [])
-            optimizer = make_optimizer([p for m in modules for p in m.parameters() if p.requires_grad], lr=1e-5)
-            b = multi_batch if layout == 'multi' else pooled_batch
-            b = {k: v.to(device) for k, v in b.items()}
+            optimizer = make_optimizer(decay_parameter_groups(modules, config_.weight_decay), lr=1e-5)
+            b = batches['multi' if layout == 'multi' else 'pooled']
             if layout == 'single': b = {**b, 'domain_ids': torch.zeros_like(b['domain_ids'])}
-            with autocast(precision, device): cached = teacher_forward(teacher, b)
-            for use_cache in (True, False):
+            with autocast(precision, device): cached = teacher_forward(frozen, b)
+            for use_cache in (False, True):
                 if kind == 'metakd' and use_cache: continue
-                def step():
+                def step(b=b, D=D, fit=fit, objective=objective, config_=config_, optimizer=optimizer,
+                         cached=cached if use_cache else None):
                     with autocast(precision, device):
-                        loss, _ = distill_step(student, teacher, fit, objective, b, layer_map, D, config_,
-                                               teacher_outputs=cached if use_cache else None)
+                        loss, _ = distill_step(student, frozen, fit, objective, b, layer_map, D, config_, teacher_outputs=cached)
                     clip_and_step(loss, optimizer)
-                name = f"{kind}{'-cached' if use_cache else ''}"
-                out[name] = _timed(step, steps); say(f"probe {name}: {out[name]:.2f} s/step")
+                closures[f"{kind}{'-cached' if use_cache else ''}"] = step
+    say(f"probe: {len(closures)} kinds of work, {steps} interleaved rounds")
+    out = {'precision': precision, 'device': device, **_interleaved(closures, steps)}
+    out['eval_row_teacher'] /= eval_rows.num_rows
+    if 'eval_row_student' in out: out['eval_row_student'] /= eval_rows.num_rows
+    out['cache_row'] /= len(batches['multi']['input_ids'])
+    for name, seconds in out.items():
+        if name not in ('precision', 'device'): say(f"probe {name}: {seconds:.4g} s")
     return out
 
 def plan_pipeline(config: PipelineConfig,
