@@ -29,6 +29,7 @@ def records(folder: Path):
     "Every file of a cell folder that is a record (not weights, checkpoints or caches)."
     for path in sorted(folder.rglob('*')):
         parts = path.relative_to(folder).parts
+        if len(parts) == 1 and path.name == 'README.md': continue  # the campaign's own README is written by hand
         if path.is_file() and not any(p in SKIP or p.endswith('.again') or p.startswith('.') for p in parts[:-1]) \
                 and not path.name.endswith(SKIP_SUFFIXES) and not path.name.startswith('.'):
             yield path
