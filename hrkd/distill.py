@@ -19,20 +19,21 @@ from pathlib import Path
 import torch
 from datasets import DatasetDict
 
-from .data import PADDINGS, MultiDomainLoader, PooledLoader, fixed_length, padding_options
-from .distributed import check_batch_size, current, main_first, on_main
+from .data import MultiDomainLoader, PooledLoader, fixed_length, padding_options
+from .distributed import all_reduce_sum, check_batch_size, current, main_first, on_main
 from .evaluate import count_parameters
 from .losses import kd_losses
-from .models import (FIT_INITS, HEAD_ACTIVATIONS, OFFLINE_STUDENT_LAYERS, OFFLINE_TEACHER, FitProjections,
+from .models import (FIT_INITS, OFFLINE_STUDENT_LAYERS, OFFLINE_TEACHER, FitProjections,
                          MultiDomainBert, student_from_layers, student_from_pretrained, uniform_layer_map)
 from .graph import GRAPH_ATTENTIONS
 from .objective import ABLATIONS, GRAPH_UPDATES, HRKD, HRKDOutput, hrkd_loss, ratio_entropy
 from .prototypes import layer_prototypes
-from .runs import (SELECTIONS, check_splits, evaluate_splits, prune_prediction_logs, read_run, resume_finished,
+from .runs import (check_splits, evaluate_splits, prune_prediction_logs, read_run, resume_finished,
                        rows_of_domain, run_memory, run_selections, start_run, write_predictions)
 from .teacher_cache import TEACHER_CACHES, open_teacher_cache, remove_teacher_caches, teacher_forward
-from .training import (PRECISIONS, autocast, decay_parameter_groups, linear_warmup_schedule, make_optimizer,
-                           resolve_precision, schedule_steps, set_seed, track_memory, train_loop, write_json_atomic)
+from .training import (TrainConfig, autocast, decay_parameter_groups, linear_warmup_schedule, make_optimizer,
+                           resolve_precision, schedule_steps, set_seed, setting, track_memory, train_loop, use_checkpointing,
+                           write_json_atomic)
 
 # %% ../nbs/08_distill.ipynb #3302d27c
 METHODS = ('tinybert', 'hrkd')
@@ -41,59 +42,39 @@ PROTOTYPE_PADDING = ('masked', 'included')
 DISTRIBUTED_PROTOTYPES = ('global', 'local')
 
 @dataclass
-class DistillConfig:
+class DistillConfig(TrainConfig):
     "How to distil a student (Sec. 3.3); the defaults are the paper's Amazon setting and the offline student."
-    method: str = 'hrkd'  # 'tinybert' (Eq. 5) or 'hrkd' (Eq. 17)
-    multi_domain: bool = True  # False: one student per domain (TinyBERT-KD single; method 'tinybert' only)
-    student: str = OFFLINE_TEACHER  # pretrained weights of the student: hub name or local folder
-    student_layers: list | None = field(default_factory=lambda: list(OFFLINE_STUDENT_LAYERS))  # None: whole model
-    epochs: int = 10
-    lr: float = 5e-4
-    batch_size: int = 32  # rows per domain per step
-    eval_every: int = 50
-    selection: str = 'shared'  # which selection `test` reports: 'shared' or 'per_domain' (released)
-    temperature: float = 1.0  # t of Eq. (2)
-    gamma: float = 1.0  # prediction-loss weight of Eqs. (5) and (17)
-    normalization: str = 'paper'  # Eq. (2): 'paper' or 'released'
-    ablation: str = 'hrkd'  # Table 4 row (method 'hrkd')
-    graph_update: str = 'joint'  # 'joint' (paper) or 'frozen' (released)
-    graph_heads: int = 8  # K of Eq. (9)
-    graph_dropout: float = 0.1
-    prototype_source: str = 'student'  # 'student' (paper) or 'projected' (released)
-    prototype_padding: str = 'masked'  # 'masked' (paper) or 'included' (released)
-    fit_init: str = 'default'
-    warmup_fraction: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    head_activation: str = 'none'
-    head_dropout: float | None = None
-    precision: str = 'auto'
-    seed: int = 42
-    eval_batch_size: int = 64
-    max_steps: int | None = None  # stop (finished) after this many optimizer steps; the schedule shrinks with it
-    padding: str = 'fixed'  # 'fixed' (paper: every row max_length), 'batch' (to each batch's longest row), 'bucket'
-    bucket_batches: int = 50  # padding 'bucket': rows sorted by length within chunks of this many steps
-    distributed_prototypes: str = 'global'  # under torchrun: 'global' (Eq. 6, all ranks' rows) or 'local' (released)
-    graph_attention: str = 'gat'  # domain-relational graph: 'gat' (paper, Eqs. 7-12) or 'gatv2' (dynamic attention, beyond the paper)
-    teacher_cache: str = 'on'  # 'on': teacher outputs computed once and read back (`hrkd.teacher_cache`); 'off': every step
+    lr: float = setting(5e-4, 'peak learning rate; the pipeline takes the paper\'s: 5e-4 Amazon, 1e-3 MNLI, 5e-5 few-shot '
+                        '(Sec. 3.3)', positive=True)
+    method: str = setting('hrkd', 'tinybert (Eq. 5) or hrkd (Eq. 17)', METHODS)
+    multi_domain: bool = setting(True, 'one student for all domains; False: one per domain (TinyBERT-KD only)')
+    student: str = setting(OFFLINE_TEACHER, "the student's pretrained weights: hub name or local folder")
+    student_layers: list | None = setting(list(OFFLINE_STUDENT_LAYERS), "layers of `student` the student keeps; None: all")
+    temperature: float = setting(1.0, 't of Eq. (2)', positive=True)
+    gamma: float = setting(1.0, 'weight of the prediction loss, Eqs. (5) and (17)', minimum=0.0)
+    normalization: str = setting('paper', "scale of the soft cross-entropy, Eq. (2): paper (sum over classes) or released (mean)",
+                                 ('paper', 'released'))
+    ablation: str = setting('hrkd', 'a Table 4 row of an HRKD student', tuple(ABLATIONS))
+    graph_update: str = setting('joint', 'joint: graphs trained with the student (paper); frozen: never updated (released code)',
+                                GRAPH_UPDATES)
+    graph_heads: int = setting(8, "K of Eq. (9), the first graph layer's heads", minimum=1)
+    graph_dropout: float = setting(0.1, 'dropout inside the graphs (released code)', minimum=0.0)
+    graph_attention: str = setting('gat', "the graphs' attention: gat (the paper, Eqs. 7-12) or gatv2 (dynamic, beyond the paper)",
+                                   GRAPH_ATTENTIONS)
+    prototype_source: str = setting('student', 'prototypes of the student width (paper) or after the fit projection (released)',
+                                    PROTOTYPE_SOURCES)
+    prototype_padding: str = setting('masked', 'prototypes over real tokens (paper) or every position (released)', PROTOTYPE_PADDING)
+    distributed_prototypes: str = setting('global', "under torchrun: prototypes of the whole step's rows (Eq. 6) or of each "
+                                          "rank's (released code)", DISTRIBUTED_PROTOTYPES)
+    fit_init: str = setting('default', 'initialisation of the fit projections W^embd, W^hidn', FIT_INITS)
+    teacher_cache: str = setting('on', "on: the teacher's outputs of every training row computed once and read back (the "
+                                 "same numbers, faster); off: the teacher runs at every step", TEACHER_CACHES)
 
     def __post_init__(self):
-        for name, valid in (('method', METHODS), ('selection', SELECTIONS), ('normalization', ('paper', 'released')),
-                            ('padding', PADDINGS), ('distributed_prototypes', DISTRIBUTED_PROTOTYPES),
-                            ('ablation', tuple(ABLATIONS)), ('graph_update', GRAPH_UPDATES), ('precision', PRECISIONS),
-                            ('prototype_source', PROTOTYPE_SOURCES), ('prototype_padding', PROTOTYPE_PADDING),
-                            ('fit_init', FIT_INITS), ('head_activation', HEAD_ACTIVATIONS),
-                            ('graph_attention', GRAPH_ATTENTIONS), ('teacher_cache', TEACHER_CACHES)):
-            if getattr(self, name) not in valid: raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {valid}")
+        super().__post_init__()
         if self.method == 'hrkd' and not self.multi_domain:
             raise ValueError("method 'hrkd' relates domains to each other: it needs multi_domain=True")
-        for name in ('epochs', 'batch_size', 'eval_every', 'eval_batch_size', 'graph_heads', 'bucket_batches'):
-            if int(getattr(self, name)) < 1: raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if not self.lr > 0: raise ValueError(f"lr must be positive; got {self.lr}")
-        if self.max_steps is not None and int(self.max_steps) < 1: raise ValueError(f"max_steps must be >= 1; got {self.max_steps}")
         if self.student_layers is not None: self.student_layers = [int(l) for l in self.student_layers]
-
-    def to_dict(self) -> dict: return dataclasses.asdict(self)
 
 # %% ../nbs/08_distill.ipynb #01f4d78b
 def _batch_to(batch, device):
@@ -111,7 +92,7 @@ def objective_output(objective: HRKD,
     source = projected if config.prototype_source == 'projected' else student_hidden
     prototypes = layer_prototypes(source, attention_mask, domain_ids, num_domains,
                                   mask_padding=config.prototype_padding == 'masked',
-                                  sync=config.distributed_prototypes == 'global')  # [M+1, D, F]
+                                  reduce=all_reduce_sum if config.distributed_prototypes == 'global' else None)  # [M+1, D, F]
     with torch.autocast(prototypes.device.type, enabled=False):
         return objective(prototypes.float())
 
@@ -210,7 +191,7 @@ def _distill_one(config, teacher, data, domains, run_dir, tokenizer, resume, pro
     set_seed(config.seed)
     student_domains = domains if domain is None else [domain]
     num_labels = data['train'].features['label'].num_classes
-    student = _build_student(config, student_domains, num_labels, device).train()
+    student = use_checkpointing(_build_student(config, student_domains, num_labels, device).train(), config.checkpoint_layers)
     teacher = teacher.to(device).eval().requires_grad_(False)
     M, N = student.num_layers, teacher.num_layers
     layer_map = uniform_layer_map(M, N)

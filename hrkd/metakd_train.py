@@ -27,11 +27,12 @@ from .metakd import (POOLINGS, DomainBranch, _domain_ids_of, cached_instance_wei
                          meta_distillation_losses, meta_teacher_loss, shuffle_domain_labels)
 from .models import (FIT_INITS, HEAD_ACTIVATIONS, OFFLINE_STUDENT_LAYERS, OFFLINE_TEACHER, FitProjections,
                          MultiDomainBert, load_encoder, student_from_layers, teacher_from_pretrained, uniform_layer_map)
-from .runs import (SELECTIONS, check_splits, evaluate_splits, prune_prediction_logs, read_run, resume_finished,
+from .runs import (check_splits, evaluate_splits, prune_prediction_logs, read_run, resume_finished,
                        run_memory, run_selections, start_run, write_predictions)
 from .teachers import TeacherConfig
-from .training import (PRECISIONS, autocast, decay_parameter_groups, linear_warmup_schedule, make_optimizer,
-                           resolve_precision, schedule_steps, set_seed, track_memory, train_loop, write_json_atomic)
+from .training import (SELECTIONS, TrainConfig, autocast, decay_parameter_groups, linear_warmup_schedule, make_optimizer,
+                           resolve_precision, schedule_steps, set_seed, setting, track_memory, train_loop, use_checkpointing,
+                           write_json_atomic)
 
 # %% auto #0
 __all__ = ['BRANCH_FILE', 'WEIGHTS_FILE', 'WeightedLoader', 'MetaTeacherConfig', 'save_domain_branch', 'load_domain_branch',
@@ -64,18 +65,15 @@ class WeightedLoader:
 class MetaTeacherConfig(TeacherConfig):
     "How to train the meta-teacher (Meta-KD); the schedule defaults are the paper's teacher schedule (Sec. 3.3)."
     kinds: ClassVar[tuple] = ('meta',)
-    kind: str = 'meta'
-    gamma1: float = 0.5  # weight of the domain-corruption loss (Eq. MK6)
-    domain_corruption: bool = True  # False: task loss only (the released script)
-    domain_pooling: str = 'masked'  # DomainBranch pooling: 'masked' (Eq. MK1) or 'released'
-    instance_encoder: str | None = None  # pretrained encoder of the instance weights; None: `model`
+    kind: str = setting('meta', 'the meta-teacher of Meta-KD')
+    gamma1: float = setting(0.5, 'weight of the domain-corruption loss (Eq. MK6)', minimum=0.0)
+    domain_corruption: bool = setting(True, 'the domain-corruption loss; False: task loss only (the released script)')
+    domain_pooling: str = setting('masked', 'DomainBranch pooling: masked (Eq. MK1) or released', POOLINGS)
+    instance_encoder: str | None = setting(None, 'pretrained encoder of the instance weights; None: the teacher model')
 
     def __post_init__(self):
         super().__post_init__()
         if self.padding != 'fixed': raise ValueError(f"the meta-teacher trains with fixed padding; got padding {self.padding!r}")
-        if self.domain_pooling not in POOLINGS:
-            raise ValueError(f"unknown domain_pooling {self.domain_pooling!r}; valid: {POOLINGS}")
-        if self.gamma1 < 0: raise ValueError(f"gamma1 must be >= 0; got {self.gamma1}")
 
 # %% ../nbs/10b_metakd_train.ipynb #c21bb0ea
 BRANCH_FILE = 'meta_domain_branch.safetensors'  # the meta-teacher's DomainBranch, next to its model files
@@ -142,6 +140,7 @@ def _fit_meta_teacher(config, data, domains, weights, run_dir, tokenizer, resume
     set_seed(config.seed)
     model = teacher_from_pretrained(config.model, ['all'], data['train'].features['label'].num_classes,
                                     head_activation=config.head_activation, head_dropout=config.head_dropout).to(device)
+    use_checkpointing(model, config.checkpoint_layers)
     branch = DomainBranch(model.hidden_size, len(domains), config.domain_pooling).to(device)
     loader = WeightedLoader(PooledLoader(data['train'], config.batch_size, seed=config.seed, shuffle=True), weights)
     optimizer = make_optimizer(decay_parameter_groups([model, branch], config.weight_decay), lr=config.lr,
@@ -232,41 +231,25 @@ def load_meta_teacher(run_dir: str | Path) -> MetaTeacher:
 
 # %% ../nbs/10b_metakd_train.ipynb #7a962393
 @dataclass
-class MetaDistillConfig:
+class MetaDistillConfig(TrainConfig):
     "How to meta-distil one student per target domain (Meta-KD); defaults: the paper's Amazon student schedule."
     method: ClassVar[str] = 'metakd'
-    student: str = OFFLINE_TEACHER  # pretrained weights of the student: hub name or local folder
-    student_layers: list | None = field(default_factory=lambda: list(OFFLINE_STUDENT_LAYERS))  # None: whole model
-    epochs: int = 10  # intermediate stage (Eq. MK9)
-    prediction_epochs: int = 3  # prediction stage (Eq. MK10)
-    lr: float = 5e-4
-    batch_size: int = 32  # rows of the target domain per step
-    eval_every: int = 50
-    selection: str = 'shared'  # one model per domain: both selections pick by that domain's dev accuracy
-    gamma2: float = 0.5  # weight of the transferable knowledge loss (Eq. MK8)
-    weight_transferable: bool = False  # True: weight the transferable loss by w_i as well (released script)
-    temperature: float = 1.0
-    normalization: str = 'paper'  # soft CE scale (Eq. 2): 'paper' or 'released'
-    domain_pooling: str = 'masked'  # the student's DomainBranch pooling
-    fit_init: str = 'default'
-    warmup_fraction: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    head_activation: str = 'none'
-    head_dropout: float | None = None
-    precision: str = 'auto'
-    seed: int = 42
-    eval_batch_size: int = 64
-    max_steps: int | None = None  # per stage: stop (finished) after this many optimizer steps
+    epochs: int = setting(10, 'epochs of the intermediate stage (Eq. MK9)', minimum=1)
+    batch_size: int = setting(32, 'rows of the target domain per step', minimum=1)
+    selection: str = setting('shared', 'one model per domain: both selections pick by that domain\'s dev accuracy', SELECTIONS)
+    student: str = setting(OFFLINE_TEACHER, "the student's pretrained weights: hub name or local folder")
+    student_layers: list | None = setting(list(OFFLINE_STUDENT_LAYERS), "layers of `student` the student keeps; None: all")
+    prediction_epochs: int = setting(3, 'epochs of the prediction stage (Eq. MK10)', minimum=1)
+    gamma2: float = setting(0.5, 'weight of the transferable knowledge loss (Eq. MK8)', minimum=0.0)
+    weight_transferable: bool = setting(False, 'weight the transferable loss by w_i as well (the released script)')
+    temperature: float = setting(1.0, 't of Eq. (2)', positive=True)
+    normalization: str = setting('paper', 'scale of the soft cross-entropy, Eq. (2)', ('paper', 'released'))
+    domain_pooling: str = setting('masked', "the student's DomainBranch pooling (Eq. MK1)", POOLINGS)
+    fit_init: str = setting('default', 'initialisation of the fit projections', FIT_INITS)
 
     def __post_init__(self):
-        for name, valid in (('selection', SELECTIONS), ('normalization', ('paper', 'released')), ('precision', PRECISIONS),
-                            ('domain_pooling', POOLINGS), ('fit_init', FIT_INITS), ('head_activation', HEAD_ACTIVATIONS)):
-            if getattr(self, name) not in valid: raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {valid}")
-        for name in ('epochs', 'prediction_epochs', 'batch_size', 'eval_every', 'eval_batch_size'):
-            if int(getattr(self, name)) < 1: raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if not self.lr > 0: raise ValueError(f"lr must be positive; got {self.lr}")
-        if self.max_steps is not None and int(self.max_steps) < 1: raise ValueError(f"max_steps must be >= 1; got {self.max_steps}")
+        super().__post_init__()
+        if self.padding != 'fixed': raise ValueError(f"meta-distillation trains with fixed padding; got padding {self.padding!r}")
         if self.student_layers is not None: self.student_layers = [int(l) for l in self.student_layers]
 
     def to_dict(self) -> dict: return {'method': self.method, 'multi_domain': False, **dataclasses.asdict(self)}
@@ -321,7 +304,8 @@ def _meta_distill_one(config, teacher, data, domains, domain, run_dir, tokenizer
     train = data['train'].select(rows)
     weights = teacher.instance_weights[torch.from_numpy(rows)]  # [n] t_i of the domain's rows
     set_seed(config.seed)
-    student = _build_student(config, [domain], data['train'].features['label'].num_classes, device)
+    student = use_checkpointing(_build_student(config, [domain], data['train'].features['label'].num_classes, device),
+                                config.checkpoint_layers)
     M, N = student.num_layers, teacher.model.num_layers
     layer_map = uniform_layer_map(M, N)
     fit = FitProjections(M, student.hidden_size, teacher.model.hidden_size, init=config.fit_init).to(device)

@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['PRESETS', 'STUDENT_LR', 'FEW_SHOT_STUDENT_LR', 'DATASETS', 'TEACHER_ORDER', 'STUDENT_METHODS', 'METHOD_SETS',
-           'TEACHER_NAMES', 'STUDENT_NAMES', 'ABLATION_NAMES', 'TEACHER_OPTIONS', 'STUDENT_OPTIONS', 'load_data', 'Row',
-           'parse_methods', 'teacher_config', 'student_config', 'PipelineConfig', 'pipeline_config', 'pipeline_table',
-           'run_pipeline', 'plan_stages', 'probe_seconds', 'plan_pipeline', 'plan_markdown']
+           'TEACHER_NAMES', 'STUDENT_NAMES', 'ABLATION_NAMES', 'PIPELINE_LEVEL', 'ROW_LEVEL', 'SHARED_OPTIONS',
+           'RENAMED_OPTIONS', 'STAGE_CONFIGS', 'load_data', 'Row', 'parse_methods', 'teacher_config', 'student_config',
+           'PipelineConfig', 'stage_options', 'stage_field', 'pipeline_config', 'pipeline_table', 'run_pipeline',
+           'plan_stages', 'probe_seconds', 'plan_pipeline', 'plan_markdown']
 
 # %% ../nbs/10c_pipeline.ipynb #4ef6c7db
 import dataclasses
@@ -27,10 +28,10 @@ from .metakd_train import MetaDistillConfig, MetaTeacherConfig, load_meta_teache
 from .models import OFFLINE_STUDENT_LAYERS, OFFLINE_TEACHER, PAPER_STUDENT, PAPER_TEACHER, load_tokenizer
 from .graph import GRAPH_ATTENTIONS
 from .objective import ABLATIONS
-from .runs import SELECTIONS, find_runs, finished_results
+from .runs import find_runs, finished_results
 from .teachers import TeacherConfig, load_teacher, train_teacher
-from .training import (check_compatible, decay_parameter_groups, git_state, hardware, release_freed_memory,
-                           resolve_precision, schedule_steps, track_memory,
+from .training import (PRECISIONS, SELECTIONS, check_compatible, check_settings, decay_parameter_groups, git_state, hardware, release_freed_memory,
+                           resolve_precision, schedule_steps, setting, track_memory,
                            write_json_atomic)
 
 # %% ../nbs/10c_pipeline.ipynb #47c54058
@@ -168,7 +169,7 @@ def teacher_config(kind: str,  # 'single', 'mix', 'mtl' or 'meta'
               **_given(overrides, TeacherConfig, MetaTeacherConfig)}
     if kind == 'meta':  # Meta-KD rows keep the paper's fixed padding (their students have no other)
         return MetaTeacherConfig(**{k: v for k, v in values.items() if k not in ('padding', 'bucket_batches')})
-    meta_only = sorted(set(values) & {'gamma1', 'domain_corruption', 'domain_pooling', 'instance_encoder'})
+    meta_only = set(values) & ({f.name for f in dataclasses.fields(MetaTeacherConfig)} - {f.name for f in dataclasses.fields(TeacherConfig)})
     return TeacherConfig(kind=kind, **{k: v for k, v in values.items() if k not in meta_only})
 
 def student_config(row: Row,  # which student (its method, per-domain or not, ablation)
@@ -187,8 +188,9 @@ def student_config(row: Row,  # which student (its method, per-domain or not, ab
     if {'ablation', 'method', 'multi_domain', 'graph_attention'} & set(values):
         raise ValueError("the method, ablation, graph attention and per-domain choice come from the row, not from overrides")
     if values['student_layers'] == 'all': values['student_layers'] = None  # the whole pretrained model
-    if row.student == 'metakd':
-        return MetaDistillConfig(**{k: v for k, v in values.items() if k in {f.name for f in dataclasses.fields(MetaDistillConfig)}})
+    if row.student == 'metakd':  # Meta-KD rows keep the paper's fixed padding (their students have no other)
+        return MetaDistillConfig(**{k: v for k, v in values.items() if k in {f.name for f in dataclasses.fields(MetaDistillConfig)}
+                                    and k not in ('padding', 'bucket_batches')})
     values = {k: v for k, v in values.items() if k in {f.name for f in dataclasses.fields(DistillConfig)}}
     return DistillConfig(method=row.student.split('-')[0], multi_domain=row.multi_domain,
                          ablation=row.ablation if row.student == 'hrkd' else 'hrkd', graph_attention=row.graph, **values)
@@ -198,31 +200,33 @@ def student_config(row: Row,  # which student (its method, per-domain or not, ab
 @dataclass
 class PipelineConfig:
     "One dataset x seed x method set: what `hrkd pipeline`, `pipeline.ipynb` and `hrkd batch` run."
-    dataset: str = 'amazon'  # 'amazon', 'mnli', 'toy' or a CSV/TSV/JSONL path
-    methods: list | str = 'default'  # a METHOD_SETS name or rows 'teacher>student[:ablation]'
-    ablations: list | None = None  # extra Table 4 rows of every HRKD student
-    seed: int = 42
-    few_shot: float | None = None  # share of each domain's training rows (Sec. 3.5, Fig. 2: 0.02 ... 0.2)
-    max_steps: int | None = None  # cap on every stage's optimizer steps (a quick real run)
-    preset: str = 'offline'  # 'offline' (MiniLM teacher, its layers 2,4,6 as student) or 'paper' (hub names)
-    data_dir: str | None = None  # default $HRKD_DATA_DIR
-    domains: list | None = None  # a subset of the dataset's domains
-    max_length: int = 128
-    eval_every: int = 50
-    selection: str = 'shared'  # which selection `test` reports ('shared' or 'per_domain'); both are kept
-    precision: str = 'auto'
-    device: str = 'cpu'
-    teacher: dict = field(default_factory=dict)  # TeacherConfig / MetaTeacherConfig overrides
-    student: dict = field(default_factory=dict)  # DistillConfig / MetaDistillConfig overrides
-    teacher_kind: str = 'mtl'  # the teacher of the short method names ('tinybert', 'hrkd')
-    efficiency_repeats: int = 10  # rounds of the teacher/student speed comparison; 0 skips it
-    keep_checkpoints: bool = False  # keep every finished stage's last.pt
+    dataset: str = setting('amazon', 'amazon, mnli, toy (tiny random models, a smoke run) or a CSV/TSV/JSONL path')
+    methods: list | str = setting('default', f"sets ({', '.join(METHOD_SETS)}) and rows teacher>student[:ablation][+gatv2], "
+                                  "comma-separated, e.g. 'single>tinybert,mtl>hrkd:-comp_agg' or 'ablation,mtl>hrkd:gatv2'")
+    ablations: list | None = setting(None, 'Table 4 rows added to every HRKD row, e.g. -self_attention,-comp_agg')
+    seed: int = setting(42, 'seed of every stage: initialisation, dropout, data order', minimum=0)
+    few_shot: float | None = setting(None, "train on the first share of each domain's training rows (Sec. 3.5, Fig. 2: "
+                                     "0.02 ... 0.2); students then use lr 5e-5", positive=True)
+    max_steps: int | None = setting(None, "cap every stage's optimizer steps (a quick real run); None: the paper's schedule", minimum=1)
+    preset: str = setting('offline', 'offline: MiniLM-L6 teacher, its layers 2,4,6 as student; offline-2layer: its layers 3,6 '
+                          "(the paper's 3:1 depth ratio); paper: BERT-base -> TinyBERT (needs the model hub)", tuple(PRESETS))
+    data_dir: str | None = setting(None, 'folder of the real data; None: $HRKD_DATA_DIR')
+    domains: list | None = setting(None, "a subset of the dataset's domains; None: all")
+    max_length: int = setting(128, 'tokens per row (Sec. 3.3)', minimum=1)
+    eval_every: int = setting(50, 'optimizer steps between dev/test evaluations, every stage', minimum=1)
+    selection: str = setting('shared', 'the checkpoint selection `test` reports; both are recorded', SELECTIONS)
+    precision: str = setting('auto', 'auto: bf16 autocast where the hardware computes it natively, else fp32', PRECISIONS)
+    device: str = setting('cpu', 'cpu, cuda, cuda:1, ...')
+    teacher: dict = setting({}, 'TeacherConfig / MetaTeacherConfig fields of every teacher stage (flat options: `stage_options`)')
+    student: dict = setting({}, 'DistillConfig / MetaDistillConfig fields of every student stage (flat options: `stage_options`)')
+    teacher_kind: str = setting('mtl', "the teacher of the short method names 'tinybert' and 'hrkd'", TEACHER_ORDER[:3])
+    efficiency_repeats: int = setting(10, 'rounds of the teacher/student speed comparison; 0 skips it', minimum=0)
+    keep_checkpoints: bool = setting(False, "keep every finished stage's last.pt")
 
     def __post_init__(self):
+        check_settings(self)
         if self.few_shot is not None and not 0 < self.few_shot <= 1:
             raise ValueError(f"few_shot must be a share in (0, 1], e.g. 0.02 for 2%; got {self.few_shot}")
-        if self.max_steps is not None and self.max_steps < 1: raise ValueError(f"max_steps must be >= 1; got {self.max_steps}")
-        if self.selection not in SELECTIONS: raise ValueError(f"unknown selection {self.selection!r}; valid: {SELECTIONS}")
 
     def rows(self) -> list: return parse_methods(self.methods, self.ablations, self.teacher_kind)
     def to_dict(self) -> dict: return dataclasses.asdict(self)
@@ -238,37 +242,54 @@ class PipelineConfig:
                                         **{**common, **self.student})
         return configs
 
-TEACHER_OPTIONS = {'teacher_model': 'model', 'teacher_epochs': 'epochs', 'teacher_lr': 'lr', 'teacher_batch_size': 'batch_size',
-                   'gamma1': 'gamma1', 'domain_corruption': 'domain_corruption', 'padding': 'padding',
-                   'bucket_batches': 'bucket_batches'}  # padding: teachers and students alike
-STUDENT_OPTIONS = {'student_model': 'student', 'student_layers': 'student_layers', 'student_epochs': 'epochs',
-                   'student_lr': 'lr', 'student_batch_size': 'batch_size', 'graph_update': 'graph_update',
-                   'normalization': 'normalization', 'prediction_epochs': 'prediction_epochs', 'gamma2': 'gamma2',
-                   'padding': 'padding', 'bucket_batches': 'bucket_batches', 'distributed_prototypes': 'distributed_prototypes',
-                   'teacher_cache': 'teacher_cache'}
+PIPELINE_LEVEL = ('seed', 'precision', 'selection', 'eval_every', 'max_steps')  # set once for every stage by PipelineConfig
+ROW_LEVEL = ('kind', 'method', 'multi_domain', 'ablation', 'graph_attention')  # set by the rows of `methods`
+SHARED_OPTIONS = ('padding', 'bucket_batches', 'checkpoint_layers')  # one option for teachers and students alike
+RENAMED_OPTIONS = {('teacher', 'model'): 'teacher_model', ('student', 'student'): 'student_model'}  # the older names
+STAGE_CONFIGS = {'teacher': (TeacherConfig, MetaTeacherConfig), 'student': (DistillConfig, MetaDistillConfig)}
 
-def _unset(value) -> bool: return value is None or (not isinstance(value, bool) and value in ('', 0, 0.0, []))
+def stage_options() -> dict:  # {option: [(side, field), ...]}, in the configs' field order
+    "Every stage setting as a flat option: a field of one side by its name, of both sides 'teacher_'/'student_' + name."
+    names = {side: list(dict.fromkeys(f.name for c in classes for f in dataclasses.fields(c)))
+             for side, classes in STAGE_CONFIGS.items()}
+    out = {}
+    for side, other in (('teacher', 'student'), ('student', 'teacher')):
+        for name in names[side]:
+            if name in PIPELINE_LEVEL or name in ROW_LEVEL: continue
+            option = (name if name in SHARED_OPTIONS else RENAMED_OPTIONS.get((side, name))
+                      or (f'{side}_{name}' if name in names[other] else name))
+            out.setdefault(option, []).append((side, name))
+    return out
+
+def stage_field(option: str):  # the dataclasses.Field behind a flat option (its default, type and help)
+    "The config field a flat stage option sets (the first side's, for a shared option)."
+    side, name = stage_options()[option][0]
+    return next(f for c in STAGE_CONFIGS[side] for f in dataclasses.fields(c) if f.name == name)
+
+def _unset(value) -> bool: return value is None or (isinstance(value, (str, list)) and len(value) == 0)
 
 def _listed(value) -> list | None:
     if _unset(value): return None
     return [v.strip() for v in value.split(',') if v.strip()] if isinstance(value, str) else list(value)
 
 def pipeline_config(**options) -> PipelineConfig:
-    "A `PipelineConfig` from flat options (the CLI's flags, the experiment notebook's parameters); '', 0 and None mean the default."
-    known = {f.name for f in dataclasses.fields(PipelineConfig)} - {'teacher', 'student'}
-    unknown = sorted(set(options) - known - set(TEACHER_OPTIONS) - set(STUDENT_OPTIONS))
-    if unknown: raise ValueError(f"unknown option(s) {unknown}")
+    "A `PipelineConfig` from flat options (the CLI's flags, the notebook's parameters, --set); None and '' mean the default."
+    known, staged = {f.name for f in dataclasses.fields(PipelineConfig)} - {'teacher', 'student'}, stage_options()
+    unknown = sorted(set(options) - known - set(staged))
+    if unknown: raise ValueError(f"unknown option(s) {unknown}; valid: {sorted(known | set(staged))}")
     values = {k: v for k, v in options.items() if k in known and not _unset(v)}
+    for name in ('few_shot', 'max_steps'):  # 0: the whole training split, the paper's schedule (the notebook's way)
+        if values.get(name) == 0: values.pop(name)
     for name in ('ablations', 'domains'):
         if name in values: values[name] = _listed(values[name])
-    teacher = {TEACHER_OPTIONS[k]: v for k, v in options.items() if k in TEACHER_OPTIONS and not _unset(v)}
-    student = {STUDENT_OPTIONS[k]: v for k, v in options.items() if k in STUDENT_OPTIONS and not _unset(v)}
-    if 'student_layers' in student:
-        layers = student['student_layers']
-        if layers == 'all': student['student_layers'] = 'all'
-        else:
-            try: student['student_layers'] = [int(l) for l in _listed(layers)]
-            except ValueError: raise ValueError(f"student layers must be comma-separated integers or 'all'; got {layers!r}") from None
+    teacher, student = {}, {}
+    for option, value in options.items():
+        if option not in staged or _unset(value): continue
+        for side, name in staged[option]:
+            if name == 'student_layers' and value != 'all' and not isinstance(value, list):
+                try: value = [int(l) for l in _listed(value)]
+                except ValueError: raise ValueError(f"student layers must be comma-separated integers or 'all'; got {value!r}") from None
+            (teacher if side == 'teacher' else student)[name] = value
     return PipelineConfig(**values, teacher=teacher, student=student)
 
 

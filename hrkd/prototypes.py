@@ -5,11 +5,10 @@
 # %% ../nbs/03_prototypes.ipynb #b027070c
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from .distributed import all_reduce_sum
 from .losses import domain_one_hot
 
 # %% auto #0
@@ -42,7 +41,7 @@ def layer_prototypes(
     domain_ids: torch.Tensor,  # [B] domain id of each example, in 0..D-1
     num_domains: int,  # D; every domain must have at least one example in the batch
     mask_padding: bool = True,  # False: average over all T positions, padding included (the released code)
-    sync: bool = True,  # under torchrun: prototypes of all ranks' rows (Eq. 6); False: this rank's own (the released code)
+    reduce: Callable | None = None,  # sums over processes (`hrkd.distributed.all_reduce_sum` under torchrun); None: this process's rows
 ) -> torch.Tensor:  # [M+1, D, F]
     "Prototypes h_{m,d} of every layer m and domain d of a batch mixing all domains, one product per layer (Eq. 6)"
     hidden_states = tuple(hidden_states)
@@ -63,7 +62,7 @@ def layer_prototypes(
         weights = attention_mask.to(dtype)  # [B, T]
     token_weights = weights[:, :, None] * one_hot[:, None, :]  # [B, T, D]: real token of domain d?
     num_tokens = token_weights.sum((0, 1))  # [D]
-    if sync: num_tokens = all_reduce_sum(num_tokens.detach())  # every rank's tokens (one process: unchanged)
+    if reduce is not None: num_tokens = reduce(num_tokens.detach())  # every rank's tokens
     empty = (num_tokens == 0).nonzero().flatten().tolist()
     if empty:
         raise ValueError(f"domain(s) {empty} have no real token in this batch (all their positions are padding)")
@@ -71,5 +70,5 @@ def layer_prototypes(
     # sum over b, t of token_weights[b, t, d] * H_m[b, t, f]: one [D, B*T] x [B*T, F] product per layer, without
     # stacking the layers into one [M+1, B, T, F] tensor (a copy forward and another backward)
     sums = torch.stack([selector @ h.reshape(batch * tokens, -1) for h in hidden_states])  # [M+1, D, F]
-    if sync: sums = all_reduce_sum(sums)  # differentiable: see `hrkd.distributed.all_reduce_sum`
+    if reduce is not None: sums = reduce(sums)  # differentiable: see `hrkd.distributed.all_reduce_sum`
     return sums / num_tokens[:, None]

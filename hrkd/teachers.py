@@ -18,53 +18,32 @@ import torch
 import torch.nn.functional as F
 from datasets import DatasetDict
 
-from .data import PADDINGS, MultiDomainLoader, PooledLoader, padding_options
+from .data import MultiDomainLoader, PooledLoader, padding_options
 from .distributed import check_batch_size, on_main
 from .evaluate import count_parameters
 from .losses import per_domain_mean
-from .models import OFFLINE_TEACHER, MultiDomainBert, teacher_from_pretrained, HEAD_ACTIVATIONS
-from .runs import (SELECTIONS, check_splits, evaluate_splits, prune_prediction_logs, read_run, resume_finished,
+from .models import OFFLINE_TEACHER, MultiDomainBert, teacher_from_pretrained
+from .runs import (check_splits, evaluate_splits, prune_prediction_logs, read_run, resume_finished,
                        rows_of_domain, run_memory, run_selections, start_run, write_predictions)
-from .training import (PRECISIONS, autocast, linear_warmup_schedule, make_optimizer, resolve_precision, schedule_steps,
-                           set_seed, track_memory, train_loop, write_json_atomic)
+from .training import (TrainConfig, autocast, linear_warmup_schedule, make_optimizer, resolve_precision, schedule_steps,
+                           set_seed, setting, track_memory, train_loop, use_checkpointing, write_json_atomic)
 
 # %% ../nbs/07_teachers.ipynb #da1d2770
 TEACHER_KINDS = ('single', 'mix', 'mtl')
 
 @dataclass
-class TeacherConfig:
+class TeacherConfig(TrainConfig):
     "How to fine-tune a teacher (Sec. 3.3); the defaults are the paper's."
     kinds: ClassVar[tuple] = TEACHER_KINDS  # valid `kind`s of this config class (`hrkd.metakd_train` adds 'meta')
-    kind: str = 'mtl'  # 'single', 'mix' or 'mtl' (Tables 2-3)
-    model: str = OFFLINE_TEACHER  # pretrained encoder: hub name or local folder
-    epochs: int = 3
-    lr: float = 5e-5
-    batch_size: int = 32  # mtl: rows per domain per step; mix/single: rows per step
-    eval_every: int = 50  # optimizer steps between dev/test evaluations
-    selection: str = 'shared'  # which model selection `test` reports: 'shared' or 'per_domain'
-    warmup_fraction: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    head_activation: str = 'none'  # 'none' (released models/bert.py) or 'relu'
-    head_dropout: float | None = None  # None: the encoder's hidden dropout
-    precision: str = 'auto'  # 'auto' (bf16 where supported), 'bf16' or 'fp32'
-    seed: int = 42
-    eval_batch_size: int = 64
-    max_steps: int | None = None  # stop (finished) after this many optimizer steps; the schedule shrinks with it
-    padding: str = 'fixed'  # 'fixed' (paper: every row max_length), 'batch' (to each batch's longest row), 'bucket'
-    bucket_batches: int = 50  # padding 'bucket': rows sorted by length within chunks of this many steps
+    epochs: int = setting(3, 'teacher epochs (Sec. 3.3)', minimum=1)
+    lr: float = setting(5e-5, 'teacher learning rate (Sec. 3.3)', positive=True)
+    batch_size: int = setting(32, 'teacher rows per step: of each domain (mtl), or in all (mix, single)', minimum=1)
+    kind: str = setting('mtl', 'single, mix or mtl (the HRKD-teacher) of Tables 2-3')
+    model: str = setting(OFFLINE_TEACHER, 'pretrained encoder: hub name or local folder')
 
     def __post_init__(self):
-        for name, value, valid in (('kind', self.kind, self.kinds), ('selection', self.selection, SELECTIONS),
-                                   ('padding', self.padding, PADDINGS),
-                                   ('precision', self.precision, PRECISIONS), ('head_activation', self.head_activation, HEAD_ACTIVATIONS)):
-            if value not in valid: raise ValueError(f"unknown {name} {value!r}; valid: {valid}")
-        for name in ('epochs', 'batch_size', 'eval_every', 'eval_batch_size', 'bucket_batches'):
-            if int(getattr(self, name)) < 1: raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if not self.lr > 0: raise ValueError(f"lr must be positive; got {self.lr}")
-        if self.max_steps is not None and int(self.max_steps) < 1: raise ValueError(f"max_steps must be >= 1; got {self.max_steps}")
-
-    def to_dict(self) -> dict: return dataclasses.asdict(self)
+        super().__post_init__()
+        if self.kind not in self.kinds: raise ValueError(f"unknown kind {self.kind!r}; valid: {self.kinds}")
 
 # %% ../nbs/07_teachers.ipynb #adafa0ee
 def _teacher_loss(model, batch, kind, device):
@@ -83,6 +62,7 @@ def _fit_teacher(config, data, domains, model_domains, run_dir, tokenizer, resum
     set_seed(config.seed)
     model = teacher_from_pretrained(config.model, model_domains, data['train'].features['label'].num_classes,
                                     head_activation=config.head_activation, head_dropout=config.head_dropout).to(device)
+    use_checkpointing(model, config.checkpoint_layers)
     train = data['train']
     if domain is not None:
         index = domains.index(domain)

@@ -16,7 +16,7 @@ import datasets, transformers
 
 from hrkd.data import tokenize
 from hrkd.distill import DistillConfig, distill
-from hrkd.distributed import init_distributed, shard_batch
+from hrkd.distributed import all_reduce_sum, init_distributed, shard_batch
 from hrkd.fixtures import tiny_pretrained, toy_reviews
 from hrkd.models import load_tokenizer, teacher_from_pretrained
 from hrkd.prototypes import layer_prototypes
@@ -38,13 +38,13 @@ def prototype_check(dist) -> dict:
              **{f'h{m}': h for m, h in enumerate(hidden)}}
     weight = torch.randn(3, D, F)
     whole = [h.clone().requires_grad_() for h in hidden]
-    expected = layer_prototypes(whole, mask, batch['domain_ids'], D, sync=False)
+    expected = layer_prototypes(whole, mask, batch["domain_ids"], D)
     (expected * weight).sum().backward()
     shard, _ = shard_batch(batch, D, dist)
     mine = [shard[f'h{m}'].clone().requires_grad_() for m in range(3)]
-    synced = layer_prototypes(mine, shard['attention_mask'], shard['domain_ids'], D, sync=True)
+    synced = layer_prototypes(mine, shard['attention_mask'], shard["domain_ids"], D, reduce=all_reduce_sum)
     (synced * weight).sum().backward()
-    local = layer_prototypes(mine, shard['attention_mask'], shard['domain_ids'], D, sync=False)
+    local = layer_prototypes(mine, shard['attention_mask'], shard["domain_ids"], D)
     rows, _ = shard_batch({'input_ids': torch.arange(B), 'domain_ids': batch['domain_ids']}, D, dist)
     grad_error = max((m.grad / dist.world_size - w.grad[rows['input_ids']]).abs().max().item() for m, w in zip(mine, whole))
     return {'synced_error': (synced - expected).abs().max().item(), 'local_error': (local - expected).abs().max().item(),

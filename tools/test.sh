@@ -13,14 +13,14 @@ state() {  # a fingerprint of every tracked change and untracked file, to see wh
 }
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   before=$(state)
-  nbdev_export && nbdev_clean && python tools/sync_readme.py
+  nbdev_export && nbdev_clean && python tools/sync_readme.py && python tools/sync_settings.py
   if [ "$before" != "$(state)" ]; then
     echo "FAILED: nbdev_export / nbdev_clean / tools/sync_readme.py changed files; commit the regenerated files:" >&2
     git status --short >&2
     exit 1
   fi
 else
-  nbdev_export && nbdev_clean && python tools/sync_readme.py --check
+  nbdev_export && nbdev_clean && python tools/sync_readme.py --check && python tools/sync_settings.py --check
 fi
 
 start=$(date +%s)
