@@ -211,13 +211,13 @@ def _cell(kind, source, **kw):
 
 @pytest.fixture
 def adapter(tmp_path):
-    "The adapter over a tiny nbs/ and its nbdev-processed copy: 04_graph (a documented class), experiments/tables, index."
+    "The adapter over a tiny nbs/ and its nbdev-processed copy: 07_graph (a documented class), experiments/tables, index."
     nbs, proc = tmp_path / 'nbs', tmp_path / '_proc'
     show_doc = {'output_type': 'execute_result', 'execution_count': None, 'metadata': {}, 'data': {'text/markdown':
                 '---\n\n[source](https://github.com/hrkd/hrkd/blob/main/hrkd/graph.py#L9){target="_blank" style="float:right"}\n\n'
                 '### DomainRelationalGraph\n\n> DomainRelationalGraph (n)', 'text/plain': 'DomainRelationalGraph'}}
     notebooks = {
-        '04_graph.ipynb': ([_cell('markdown', '# Domain-relational graph\n> Sec. 2.2: the graph.\n\nIntro text.'),
+        '07_graph.ipynb': ([_cell('markdown', '# Domain-relational graph\n> Sec. 2.2: the graph.\n\nIntro text.'),
                             _cell('code', '#| export\nclass DomainRelationalGraph: pass')],
                            [_cell('raw', '---\ndescription: Sec. 2.2\noutput-file: graph.html\ntitle: Domain-relational graph\n---'),
                             _cell('code', '#| echo: false\n#| output: asis\nshow_doc(DomainRelationalGraph)', outputs=[show_doc]),
@@ -236,16 +236,16 @@ def test_links_between_pages_are_myst_links(adapter):
     "nbdev's links to its own doc site and notebook names in backticks become MyST links between the site's pages."
     fix = lambda text, doc='experiments/tables': adapter.markdown(text, doc)
     host = 'https://hrkd.github.io/hrkd/'
-    assert fix(f'[`DomainRelationalGraph`]({host}graph.html#domainrelationalgraph)') == '[`DomainRelationalGraph`](../04_graph.ipynb#domainrelationalgraph)'
+    assert fix(f'[`DomainRelationalGraph`]({host}graph.html#domainrelationalgraph)') == '[`DomainRelationalGraph`](../07_graph.ipynb#domainrelationalgraph)'
     # a method without a heading of its own: its class's heading; a name without any: the page
-    assert fix(f'[`f`]({host}graph.html#domainrelationalgraph.forward)') == '[`f`](../04_graph.ipynb#domainrelationalgraph)'
-    assert fix(f'[`g`]({host}graph.html#_private)') == '[`g`](../04_graph.ipynb)'
+    assert fix(f'[`f`]({host}graph.html#domainrelationalgraph.forward)') == '[`f`](../07_graph.ipynb#domainrelationalgraph)'
+    assert fix(f'[`g`]({host}graph.html#_private)') == '[`g`](../07_graph.ipynb)'
     assert fix(f'[x]({host}no_such_page.html#y)') == f'[x]({host}no_such_page.html#y)'  # left to the reader's network
-    assert fix('see `04_graph`', 'index') == 'see [`04_graph`](04_graph.ipynb)'
-    assert fix('see `04_graph`') == 'see [`04_graph`](../04_graph.ipynb)'
+    assert fix('see `07_graph`', 'index') == 'see [`07_graph`](07_graph.ipynb)'
+    assert fix('see `07_graph`') == 'see [`07_graph`](../07_graph.ipynb)'
     assert fix('`05_missing` and `graph`') == '`05_missing` and `graph`'  # not a notebook: stays code
     assert fix('`results/amazon-offline-h100/`', 'index') == '[`results/amazon-offline-h100/`](results/amazon-offline-h100.md)'
-    assert fix('```\n`04_graph` [x](https://hrkd.github.io/hrkd/graph.html)\n```') == '```\n`04_graph` [x](https://hrkd.github.io/hrkd/graph.html)\n```'
+    assert fix('```\n`07_graph` [x](https://hrkd.github.io/hrkd/graph.html)\n```') == '```\n`07_graph` [x](https://hrkd.github.io/hrkd/graph.html)\n```'
     assert fix('[x](https://example.org/a.html)') == '[x](https://example.org/a.html)'
     assert fix('87.06 ± 1.04') == '87.06\u00a0±\u00a01.04'  # one line in a narrow table cell
 
@@ -253,7 +253,7 @@ def test_links_between_pages_are_myst_links(adapter):
 def test_a_processed_notebook_becomes_a_page(adapter, tmp_path, monkeypatch):
     "Title cell back in place, show_doc's markdown as the page's own section, Quarto options as myst-nb tags."
     monkeypatch.setattr(build_docs, 'DOCS', tmp_path / 'docs')
-    page = json.loads(adapter.write(Path('04_graph.ipynb')).read_text())
+    page = json.loads(adapter.write(Path('07_graph.ipynb')).read_text())
     md = [c['source'] for c in page['cells'] if c['cell_type'] == 'markdown']
     code = [c for c in page['cells'] if c['cell_type'] == 'code']
     assert md[0] == '# Domain-relational graph\n> Sec. 2.2: the graph.\n\nIntro text.'  # nbdev kept only the first summary line
@@ -296,7 +296,7 @@ def test_every_notebook_and_results_folder_is_a_page(site):
     assert sorted(d for d in docs if d.startswith('results/')) == sorted(['results/index'] + [f'results/{f}' for f in folders] if folders else [])
     for doc in ['index'] + docs: assert (HTML / f'{doc}.html').is_file(), doc
     # nbdev's processed notebooks, written where Sphinx reads them, are git-ignored
-    for path in ('docs/04_graph.ipynb', 'docs/experiments/tables.ipynb', f'docs/{build_docs.HOME}'):
+    for path in ('docs/07_graph.ipynb', 'docs/experiments/tables.ipynb', f'docs/{build_docs.HOME}'):
         assert subprocess.run(['git', 'check-ignore', '-q', path], cwd=ROOT).returncode in (0, 128), path  # 128: no git
 
 
@@ -370,7 +370,7 @@ def test_home_page_is_the_paper_map_and_the_sidebar_is_docs_index(site, browser)
     assert 'Paper map' in seen['text'] and seen['mjx'] > 0
     assert not any(t['overflow'] for t in seen['tables']), 'a table of the home page needs scrolling at 1280 px'
     assert seen['tables'] and max(t['rows'] for t in seen['tables']) > 10
-    assert '04_graph.html' in seen['links'], 'the Paper map does not link to the notebooks'
+    assert '07_graph.html' in seen['links'], 'the Paper map does not link to the notebooks'
     nav = [h.split('#')[0] for h in seen['nav']]
     assert [h for h in nav if h not in ('', 'index.html')] == [f'{doc}.html' for _, doc in site], "the sidebar is not docs/index.md's order"
     captions = list(dict.fromkeys(c for c, _ in site))
@@ -380,7 +380,7 @@ def test_home_page_is_the_paper_map_and_the_sidebar_is_docs_index(site, browser)
 @needs_docs
 @needs_browser
 def test_graph_page_typesets_the_equations(site, browser):
-    seen = _probe(browser, '04_graph.html', 'graph')
+    seen = _probe(browser, '07_graph.html', 'graph')
     assert seen['mjx'] >= 5 and 'DomainRelationalGraph' in seen['text']
 
 
@@ -415,4 +415,4 @@ def test_search_finds_an_api_symbol(site, browser):
     browser.open((HTML / 'search.html').as_uri() + '?q=DomainRelationalGraph')
     hits = browser.evaluate(SEARCH_PROBE, timeout=60)
     browser.screenshot(SHOTS / 'search.png')
-    assert any(h and h.split('#')[0].split('?')[0] == '04_graph.html' for h in hits), hits
+    assert any(h and h.split('#')[0].split('?')[0] == '07_graph.html' for h in hits), hits

@@ -65,7 +65,7 @@ class Adapter:
     def __init__(self, cfg, nbs, proc, pages):
         self.nbs, self.proc = nbs, proc
         self.docs = {p.with_suffix('').as_posix() for p in pages}  # docnames: a notebook's path without .ipynb
-        self.by_page, self.anchors = {}, {}  # nbdev's page name -> docname (04_graph -> graph.html), docname -> anchors
+        self.by_page, self.anchors = {}, {}  # nbdev's page name -> docname (07_graph -> graph.html), docname -> anchors
         for p in pages:
             cells = json.loads((proc / p).read_text(encoding='utf-8'))['cells']
             raw = '\n'.join(_text(c['source']) for c in cells if c['cell_type'] == 'raw')  # front matter: output-file
@@ -89,7 +89,7 @@ class Adapter:
         return rel + ('#' + self.slug(anchor) if anchor else '')
 
     def markdown(self, text, doc):
-        """Links of one markdown text, outside code blocks: nbdev's doc site -> pages; `04_graph`, `results/x/` -> links;
+        """Links of one markdown text, outside code blocks: nbdev's doc site -> pages; `07_graph`, `results/x/` -> links;
         `87.06 ± 1.04` on one line (as docs/conf.py does for the results' markdown)."""
         def nbdev(m):
             target = self.by_page.get(m[1])
