@@ -1,106 +1,117 @@
-"""Peak memory and step time of the steps a CPU campaign runs, with glibc keeping freed memory (`keep_freed_memory`) and without.
+"""Peak memory and step time of the stages a CPU campaign runs: layer checkpointing on and off, glibc keeping freed
+memory (`keep_freed_memory`) and not.
 
-Each measurement is a fresh process (so its peak is its own): the HRKD-teacher step (4 domains x 32 rows x 128 tokens,
-MiniLM-L6, forward and backward) or a student step of the `offline-2layer` preset reading the teacher's outputs from
-memory (TinyBERT-KD, Eq. 5, and HRKD, Eq. 17), `--steps` timed steps after two warm-up steps, on the Amazon training
-rows. Conditions are interleaved over `--rounds`, so a busy machine slows them alike. Reported per condition: median
-step seconds, peak anonymous memory (RssAnon: heap and tensors) and peak resident memory (VmRSS), in MB.
+Every condition is a fresh process (so its peak is its own) that runs the real trainer on the real data for `--steps`
+optimizer steps, with one evaluation (dev and test) at the end, and reads the peaks the run itself records in its
+results.json:
 
-Usage: HRKD_DATA_DIR=... python benchmarks/memory.py [--rounds 2] [--steps 6] [--json results/bench_memory.json]
+- Amazon, `offline-2layer` preset: the HRKD-teacher (mtl; 4 domains x 32 rows x 128 tokens, MiniLM-L6) and, from a
+  teacher of the preset's initial weights, the TinyBERT-KD (Eq. 5) and HRKD (Eq. 17) students reading the teacher's
+  outputs from the cache (built once, before the measured processes, by a process of its own);
+  each with `checkpoint_layers` off and on, and the default (off) once more with `HRKD_KEEP_FREED_MEMORY=0`.
+- `--mnli`: one MNLI few-shot pipeline (`few_shot` rows at 2%, bucket padding, the preset's models), every stage
+  capped at `--steps` steps, whose peak is the pipeline process's (all its stages run in one process).
+
+Reported per condition: seconds per training step (the run's training time over its steps: a short run, so an upper
+bound of a long run's), peak anonymous memory (RssAnon: heap and tensors; what the memory targets are about) and
+peak resident memory (VmRSS: also the pages of the memory-mapped cache, which the kernel can drop), in MB.
+
+Usage: HRKD_DATA_DIR=... python benchmarks/memory.py [--steps 12] [--mnli] [--json results/bench_memory.json]
 """
-import argparse, json, os, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
-KINDS = ('teacher', 'tinybert-cached', 'hrkd-cached')
+CONDITIONS = [(kind, checkpoint, keep) for kind in ('teacher', 'tinybert', 'hrkd')
+              for checkpoint, keep in ((False, True), (True, True), (False, False))]
 
-def measure(kind: str, steps: int, cache: str) -> dict:
-    "One condition in this process: build, warm up twice, time `steps` steps, and return the peaks."
+def measure(kind: str, checkpoint: bool, steps: int, scratch: Path) -> dict:
+    "One condition in this process: the real trainer for `steps` steps and one evaluation; the run's own peaks."
     import torch
-    from hrkd.data import MultiDomainLoader, tokenize
-    from hrkd.distill import _build_student, distill_step
-    from hrkd.models import FitProjections, load_tokenizer, teacher_from_pretrained, uniform_layer_map
-    from hrkd.objective import HRKD
-    from hrkd.pipeline import PRESETS, Row, load_data, student_config
-    from hrkd.teacher_cache import teacher_forward
-    from hrkd.teachers import _teacher_loss
-    from hrkd.training import autocast, clip_and_step, keep_freed_memory, make_optimizer, memory_status, resolve_precision, track_memory
+    from hrkd.data import tokenize
+    from hrkd.distill import distill
+    from hrkd.models import load_tokenizer, teacher_from_pretrained
+    from hrkd.pipeline import PRESETS, Row, load_data, student_config, teacher_config
+    from hrkd.teachers import train_teacher
+    from hrkd.training import keep_freed_memory, resolve_precision
     keep_freed_memory()  # a no-op with HRKD_KEEP_FREED_MEMORY=0
-    preset, precision = PRESETS['offline-2layer'], resolve_precision('auto')
+    preset = PRESETS['offline-2layer']
     tokenizer = load_tokenizer(preset['teacher'])
-    data = tokenize(load_data('amazon'), tokenizer, max_length=128, cache_dir=cache)
-    domains = ['books', 'dvd', 'electronics', 'kitchen']
-    loader = MultiDomainLoader(data['train'], batch_size=32, seed=0)
-    batches = [loader.batch(s) for s in range(steps + 2)]
-    torch.manual_seed(0)
-    teacher = teacher_from_pretrained(preset['teacher'], domains, 2)
+    data = tokenize(load_data('amazon'), tokenizer, max_length=128, cache_dir=scratch / 'tokens')
+    domains = data['train'].features['domain_id'].names
+    folder = scratch / f"{kind}-{'checkpoint' if checkpoint else 'plain'}-{os.getpid()}"
+    options = dict(max_steps=steps, eval_every=steps, checkpoint_layers=checkpoint)
     if kind == 'teacher':
-        optimizer = make_optimizer(teacher, lr=5e-5)
-        def step(batch):
-            teacher.train()
-            with autocast(precision): loss = _teacher_loss(teacher, batch, 'mtl', 'cpu')
-            clip_and_step(loss, optimizer)
+        result = train_teacher(teacher_config('mtl', 'offline-2layer', **options), data, folder, progress=False)
     else:
-        method = kind.split('-')[0]
-        config = student_config(Row('mtl', method), 'amazon', 'offline-2layer')
-        teacher.eval().requires_grad_(False)
-        with autocast(precision): outputs = [teacher_forward(teacher, b) for b in batches]  # what the cache would hand back
-        student = _build_student(config, domains, 2, 'cpu').train()
-        layer_map = uniform_layer_map(student.num_layers, teacher.num_layers)
-        fit = FitProjections(student.num_layers, student.hidden_size, teacher.hidden_size)
-        objective = HRKD(student.num_layers, 4, student.hidden_size) if method == 'hrkd' else None
-        modules = [student, fit] + ([objective] if objective is not None else [])
-        optimizer = make_optimizer([p for m in modules for p in m.parameters()], lr=5e-4)
-        lookup = {id(b): o for b, o in zip(batches, outputs)}
-        def step(batch):
-            with autocast(precision):
-                loss, _ = distill_step(student, teacher, fit, objective, batch, layer_map, 4, config, teacher_outputs=lookup[id(batch)])
-            clip_and_step(loss, optimizer)
-    before = memory_status()
-    times = []
-    with track_memory() as memory:
-        for i, batch in enumerate(batches):
-            started = time.perf_counter(); step(batch)
-            if i >= 2: times.append(time.perf_counter() - started)
-    return {'kind': kind, 'keep_freed_memory': os.environ.get('HRKD_KEEP_FREED_MEMORY', '1') != '0',
-            'step_seconds': statistics.median(times), **memory.peak, 'before_anon_mb': round(before['anon_mb'], 1),
-            'precision': precision}
+        torch.manual_seed(0)  # the same initial teacher in every process: one cache key
+        teacher = teacher_from_pretrained(preset['teacher'], domains, 2).eval()
+        config = student_config(Row('mtl', kind), 'amazon', 'offline-2layer', **options)
+        result = distill(config, teacher, data, folder, progress=False, cache_dir=scratch / 'cache')
+    shutil.rmtree(folder, ignore_errors=True)
+    return {'kind': kind, 'checkpoint_layers': checkpoint, 'keep_freed_memory': os.environ.get('HRKD_KEEP_FREED_MEMORY', '1') != '0',
+            'steps': steps, 'step_seconds': round(result['train_seconds'] / steps, 3), 'eval_seconds': round(result['eval_seconds'], 1),
+            'peak_anon_mb': result['peak_anon_mb'], 'peak_rss_mb': result['peak_rss_mb'],
+            'precision': resolve_precision('auto')}
+
+def mnli_pipeline(steps: int, scratch: Path) -> dict:
+    "An MNLI few-shot cell at 2% in one process, every stage capped at `steps` steps: the pipeline's peaks."
+    out = scratch / 'mnli-few-shot'
+    cmd = [sys.executable, '-c', 'import sys; from hrkd.cli import main; sys.exit(main())', 'pipeline', '--dataset', 'mnli',
+           '--methods', 'few_shot', '--few-shot', '0.02', '--preset', 'offline-2layer', '--padding', 'bucket',
+           '--max-steps', str(steps), '--out', str(out)]
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, text=True, env=_env('1'))
+    summary = json.loads((out / 'results' / 'summary.json').read_text())
+    stages = {name: {k: m.get(k) for k in ('peak_anon_mb', 'peak_rss_mb', 'train_seconds', 'eval_seconds')}
+              for name, m in summary['models'].items()}
+    return {'kind': 'mnli-few-shot-2%', 'steps_per_stage': steps, 'wall_seconds': round(time.perf_counter() - started, 1),
+            'peak_anon_mb': summary.get('peak_anon_mb'), 'peak_rss_mb': summary.get('peak_rss_mb'), 'stages': stages}
+
+def _env(keep: str) -> dict:
+    return {**os.environ, 'HRKD_KEEP_FREED_MEMORY': keep, 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1'}
+
+def _one(kind, checkpoint, keep, steps, scratch):
+    out = subprocess.run([sys.executable, __file__, '--one', f"{kind}:{int(checkpoint)}:{scratch}", '--steps', str(steps)],
+                         env=_env('1' if keep else '0'), capture_output=True, text=True)
+    if out.returncode: sys.exit(f"{kind} (checkpoint_layers={checkpoint}, keep_freed_memory={keep}) failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--rounds', type=int, default=2)
-    p.add_argument('--steps', type=int, default=6)
+    p.add_argument('--steps', type=int, default=12)
+    p.add_argument('--mnli', action='store_true', help='also an MNLI few-shot cell at 2%%')
     p.add_argument('--json', type=Path, default=None)
-    p.add_argument('--one', default=None, help=argparse.SUPPRESS)  # internal: KIND:CACHE, run in a fresh process
+    p.add_argument('--one', default=None, help=argparse.SUPPRESS)  # internal: KIND:CHECKPOINT:SCRATCH, in a fresh process
     args = p.parse_args()
     if args.one:
-        kind, cache = args.one.split(':', 1)
-        print(json.dumps(measure(kind, args.steps, cache))); return
+        kind, checkpoint, scratch = args.one.split(':', 2)
+        print(json.dumps(measure(kind, checkpoint == '1', args.steps, Path(scratch)))); return
     from hrkd.training import git_state, hardware
-    cache = tempfile.mkdtemp(prefix='hrkd_bench_memory_')
-    records = []
-    for r in range(args.rounds):
-        for kind in KINDS:
-            for keep in ('1', '0'):
-                env = {**os.environ, 'HRKD_KEEP_FREED_MEMORY': keep, 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1'}
-                out = subprocess.run([sys.executable, __file__, '--one', f'{kind}:{cache}', '--steps', str(args.steps)],
-                                     env=env, capture_output=True, text=True, check=True)
-                records.append({**json.loads(out.stdout.strip().splitlines()[-1]), 'round': r})
-                print(records[-1], file=sys.stderr)
-    summary = {}
-    for kind in KINDS:
-        for keep in (True, False):
-            mine = [x for x in records if x['kind'] == kind and x['keep_freed_memory'] == keep]
-            summary[f"{kind}, keep_freed_memory={'on' if keep else 'off'}"] = {
-                'step_seconds': statistics.median(x['step_seconds'] for x in mine),
-                'peak_anon_mb': max(x['peak_anon_mb'] for x in mine), 'peak_rss_mb': max(x['peak_rss_mb'] for x in mine)}
-    for kind in KINDS:
-        on, off = summary[f'{kind}, keep_freed_memory=on'], summary[f'{kind}, keep_freed_memory=off']
-        summary[f'{kind}: off/on'] = {'step_seconds': off['step_seconds'] / on['step_seconds'],
-                                      'peak_anon_mb': off['peak_anon_mb'] / on['peak_anon_mb']}
-    load = os.getloadavg()
-    result = {'git': git_state(), 'hardware': hardware(), 'load_average': load, 'rounds': args.rounds, 'steps': args.steps,
-              'summary': summary, 'records': records}
-    print(json.dumps(summary, indent=1))
+    scratch = Path(tempfile.mkdtemp(prefix='hrkd_bench_memory_'))
+    try:
+        print('building the teacher-output cache (not measured)', file=sys.stderr)
+        _one('tinybert', False, True, 1, scratch)  # a 1-step student builds the cache the measured students open
+        records, loads = [], []
+        for kind, checkpoint, keep in CONDITIONS:
+            records.append(_one(kind, checkpoint, keep, args.steps, scratch)); loads.append(os.getloadavg()[0])
+            print(records[-1], file=sys.stderr)
+        if args.mnli:
+            records.append(mnli_pipeline(args.steps, scratch)); loads.append(os.getloadavg()[0])
+            print(records[-1], file=sys.stderr)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    def find(kind, checkpoint, keep):
+        return next(r for r in records if r['kind'] == kind and r['checkpoint_layers'] == checkpoint and r['keep_freed_memory'] == keep)
+    ratios = {}
+    for kind in ('teacher', 'tinybert', 'hrkd'):
+        plain, ckpt, off = find(kind, False, True), find(kind, True, True), find(kind, False, False)
+        ratios[kind] = {'checkpoint_layers on/off: step seconds': round(ckpt['step_seconds'] / plain['step_seconds'], 3),
+                        'checkpoint_layers on/off: peak anon': round(ckpt['peak_anon_mb'] / plain['peak_anon_mb'], 3),
+                        'keep_freed_memory off/on: step seconds': round(off['step_seconds'] / plain['step_seconds'], 3),
+                        'keep_freed_memory off/on: peak anon': round(off['peak_anon_mb'] / plain['peak_anon_mb'], 3)}
+    result = {'git': git_state(), 'hardware': hardware(), 'steps': args.steps, 'load_average_after_each': loads,
+              'ratios': ratios, 'records': records}
+    print(json.dumps({'ratios': ratios, 'records': records}, indent=1))
     if args.json: args.json.write_text(json.dumps(result, indent=1) + '\n')
 
 if __name__ == '__main__':
