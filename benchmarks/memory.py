@@ -81,13 +81,15 @@ def main():
     p.add_argument('--steps', type=int, default=12)
     p.add_argument('--mnli', action='store_true', help='also an MNLI few-shot cell at 2%%')
     p.add_argument('--json', type=Path, default=None)
+    p.add_argument('--scratch', type=Path, default=None, help='scratch folder (kept; a cache built there is reused); default: a temporary one, removed')
     p.add_argument('--one', default=None, help=argparse.SUPPRESS)  # internal: KIND:CHECKPOINT:SCRATCH, in a fresh process
     args = p.parse_args()
     if args.one:
         kind, checkpoint, scratch = args.one.split(':', 2)
         print(json.dumps(measure(kind, checkpoint == '1', args.steps, Path(scratch)))); return
     from hrkd.training import git_state, hardware
-    scratch = Path(tempfile.mkdtemp(prefix='hrkd_bench_memory_'))
+    scratch = args.scratch or Path(tempfile.mkdtemp(prefix='hrkd_bench_memory_'))
+    scratch.mkdir(parents=True, exist_ok=True)
     try:
         print('building the teacher-output cache (not measured)', file=sys.stderr)
         _one('tinybert', False, True, 1, scratch)  # a 1-step student builds the cache the measured students open
@@ -99,7 +101,7 @@ def main():
             records.append(mnli_pipeline(args.steps, scratch)); loads.append(os.getloadavg()[0])
             print(records[-1], file=sys.stderr)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if args.scratch is None: shutil.rmtree(scratch, ignore_errors=True)
     def find(kind, checkpoint, keep):
         return next(r for r in records if r['kind'] == kind and r['checkpoint_layers'] == checkpoint and r['keep_freed_memory'] == keep)
     ratios = {}
