@@ -17,7 +17,7 @@ Reported per condition: seconds per training step (the run's training time over 
 bound of a long run's), peak anonymous memory (RssAnon: heap and tensors; what the memory targets are about) and
 peak resident memory (VmRSS: also the pages of the memory-mapped cache, which the kernel can drop), in MB.
 
-Usage: HRKD_DATA_DIR=... python benchmarks/memory.py [--steps 12] [--mnli [--no-amazon]] [--json results/bench_memory.json]
+Usage: HRKD_DATA_DIR=... python benchmarks/memory.py [--steps 12] [--mnli [off,on] [--no-amazon]] [--json results/bench_memory.json]
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -80,7 +80,7 @@ def _one(kind, checkpoint, keep, steps, scratch):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--steps', type=int, default=12)
-    p.add_argument('--mnli', action='store_true', help='also an MNLI few-shot cell at 2%%, checkpoint_layers off and on')
+    p.add_argument('--mnli', nargs='?', const='off,on', default='', help='also MNLI few-shot cells at 2%%, with checkpoint_layers off and on (or: off / on)')
     p.add_argument('--no-amazon', action='store_true', help='the MNLI cells only')
     p.add_argument('--json', type=Path, default=None)
     p.add_argument('--scratch', type=Path, default=None, help='scratch folder (kept; a cache built there is reused); default: a temporary one, removed')
@@ -98,7 +98,7 @@ def main():
         for kind, checkpoint, keep in [] if args.no_amazon else CONDITIONS:
             records.append(_one(kind, checkpoint, keep, args.steps, scratch)); loads.append(os.getloadavg()[0])
             print(records[-1], file=sys.stderr)
-        for checkpoint in (False, True) if args.mnli else ():
+        for checkpoint in [{'off': False, 'on': True}[x] for x in args.mnli.split(',') if x]:
             records.append(mnli_pipeline(args.steps, scratch, checkpoint)); loads.append(os.getloadavg()[0])
             print(records[-1], file=sys.stderr)
     finally:
