@@ -8,7 +8,7 @@
 3. One evaluation pass (dev and test) of the student, fixed-length batches against rows by length with each batch cut
    to its longest row, on Amazon and MNLI: the share of a stage's wall time that evaluation takes, before and after.
 
-Usage: HRKD_DATA_DIR=... python benchmarks/teacher_cache.py --teacher RUN --out DIR [--steps 100] [--json results/bench_teacher_cache.json]
+Usage: HRKD_DATA_DIR=... python benchmarks/teacher_cache.py --teacher RUN --out DIR [--steps 100] [--stage-only] [--json results/bench_teacher_cache.json]
 """
 import argparse, json, os, shutil, statistics, sys, time
 from pathlib import Path
@@ -32,6 +32,7 @@ def main():
     p.add_argument('--out', type=Path, required=True, help='scratch folder for the student runs and the caches')
     p.add_argument('--steps', type=int, default=100)
     p.add_argument('--cache-dir', type=Path, default=None, help='where the Amazon cache is (or goes); default OUT/cache')
+    p.add_argument('--stage-only', action='store_true', help='part 1 only (the student stage with and without the cache)')
     p.add_argument('--json', type=Path, default=None)
     args = p.parse_args()
     preset, precision = PRESETS['offline-2layer'], resolve_precision('auto')
@@ -54,6 +55,13 @@ def main():
         print(runs[-1], file=sys.stderr)
     on = statistics.median(r['wall_seconds'] for r in runs if r['teacher_cache'] == 'on')
     off = statistics.median(r['wall_seconds'] for r in runs if r['teacher_cache'] == 'off')
+    if args.stage_only:
+        result = {'git': git_state(), 'hardware': hardware(), 'precision': precision, 'load_average': os.getloadavg(),
+                  'student_stage': {'steps': args.steps, 'runs': runs, 'median_wall_on': on, 'median_wall_off': off, 'ratio_on_off': on / off},
+                  'cache': {'amazon': amazon_cache}}
+        print(json.dumps({k: v for k, v in result.items() if k != 'hardware'}, indent=1))
+        if args.json: args.json.write_text(json.dumps(result, indent=1) + '\n')
+        return
     student = load_student(args.out / 'student-0-on')
     evaluation = {}
     mnli = tokenize(load_data('mnli'), tokenizer, max_length=128, cache_dir=args.out / 'tokens')
