@@ -104,26 +104,6 @@ class CachedTeacherOutput:
     logits: torch.Tensor | None  # [B, C]
     extras: dict = field(default_factory=dict)  # any other entry, [B, ...]
 
-class _RowReader:
-    "Rows of an .npy file read with one `pread` each into a buffer of the step (no page fault per 4 KB page of a map)."
-    def __init__(self, path: Path, array: np.memmap):  # `array`: the file's memory map (shape, dtype, header size)
-        self.path, self.array = path, array
-        self.unit = int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize  # bytes of one leading index
-    def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDONLY) if hasattr(os, 'preadv') else None
-        return self
-    def __exit__(self, *exc):
-        if self.fd is not None: os.close(self.fd)
-    def read(self, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:  # array[start:start + count]
-        if self.fd is None: return np.array(self.array[start:start + count])  # no preadv (e.g. Windows): through the map
-        out = np.empty((count, *self.array.shape[1:]), self.array.dtype) if out is None else out
-        view, want, done = memoryview(out).cast('B'), count * self.unit, 0
-        while done < want:
-            got = os.preadv(self.fd, [view[done:]], self.array.offset + start * self.unit + done)
-            if got <= 0: raise OSError(f"{self.path} ends before row {start + count}: the cache is damaged; delete its folder")
-            done += got
-        return out
-
 class TeacherCache:
     "The teacher outputs of every row of one dataset, memory-mapped from a folder written by `build_teacher_cache`."
     def __init__(self, folder: str | Path):
@@ -151,29 +131,24 @@ class TeacherCache:
         rows = np.asarray(torch.as_tensor(row_ids).cpu(), dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= self.rows):
             raise IndexError(f"row ids must lie in 0..{self.rows - 1} (the cached dataset's rows); got {rows.min()}..{rows.max()}")
-        order = np.argsort(rows, kind='stable')  # read in file order, place in the step's order
         out = {}
         for name, entry in self.meta['entries'].items():
             array, kind, dtype = self.arrays[name], _kind(name), entry['dtype']
-            with _RowReader(self.folder / entry['file'], array) as reader:
-                if not self.ragged or kind == 'row':
-                    block = np.empty((len(rows), *array.shape[1:]), array.dtype)
-                    for i in order: reader.read(int(rows[i]), 1, block[i:i + 1])
-                    out[name] = _torch(block, dtype)
-                    continue
-                T = int(width or self.lengths[rows].max())
-                if kind == 'tokens':
-                    block = torch.zeros((len(rows), T, *array.shape[1:]), dtype=_torch(array[:0], dtype).dtype)
-                    for i in order:
-                        r = rows[i]
-                        block[i, :self.lengths[r]] = _torch(reader.read(int(self.token_offsets[r]), int(self.lengths[r])), dtype)
-                else:  # pairs, stored flat per row as [H, L, L]
-                    heads = entry['heads']
-                    block = torch.zeros((len(rows), heads, T, T), dtype=_torch(array[:0], dtype).dtype)
-                    for i in order:
-                        r, L = rows[i], int(self.lengths[rows[i]])
-                        flat = reader.read(int(heads * self.pair_offsets[r]), heads * L * L)
-                        block[i, :, :L, :L] = _torch(flat, dtype).view(heads, L, L)
+            if not self.ragged or kind == 'row':
+                out[name] = _torch(array[rows], dtype)  # fancy indexing copies the rows out of the map
+                continue
+            T = int(width or self.lengths[rows].max())
+            if kind == 'tokens':
+                block = torch.zeros((len(rows), T, *array.shape[1:]), dtype=_torch(array[:0], dtype).dtype)
+                for i, r in enumerate(rows):
+                    block[i, :self.lengths[r]] = _torch(array[self.token_offsets[r]:self.token_offsets[r + 1]], dtype)
+            else:  # pairs, stored flat per row as [H, L, L]
+                heads = entry['heads']
+                block = torch.zeros((len(rows), heads, T, T), dtype=_torch(array[:0], dtype).dtype)
+                for i, r in enumerate(rows):
+                    L = int(self.lengths[r])
+                    flat = array[heads * self.pair_offsets[r]:heads * self.pair_offsets[r + 1]]
+                    block[i, :, :L, :L] = _torch(flat, dtype).view(heads, L, L)
             out[name] = block
         return out
 
