@@ -13,6 +13,8 @@ import argparse, json, os, subprocess, sys, tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'tools'))
+from refresh_outputs import copy_outputs  # noqa: E402
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -24,15 +26,7 @@ def main():
     env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1'}
     subprocess.run([sys.executable, '-m', 'papermill', str(args.notebook.resolve()), str(executed), '--cwd', str(args.cwd),
                     '--no-progress-bar'], check=True, env=env)
-    ran, template = json.loads(executed.read_text()), json.loads(args.notebook.read_text())
-    if len(ran['cells']) != len(template['cells']): sys.exit(f"{executed} has another number of cells than {args.notebook}")
-    kept = 0
-    for mine, theirs in zip(template['cells'], ran['cells']):
-        if mine['cell_type'] != 'code': continue
-        mine['outputs'] = [o for o in theirs.get('outputs', [])
-                           if 'application/vnd.jupyter.widget-view+json' not in o.get('data', {})]
-        kept += len(mine['outputs'])
-    args.notebook.write_text(json.dumps(template, indent=1, ensure_ascii=False) + '\n')
+    kept = copy_outputs(json.loads(executed.read_text()), args.notebook)
     print(f"{args.notebook}: {kept} outputs saved from {executed}")
 
 if __name__ == '__main__':

@@ -13,6 +13,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+def copy_outputs(ran: dict, path: Path) -> int:
+    "Write the code cells' outputs of the executed notebook `ran` into the notebook at `path` (no progress-bar widgets)."
+    old = json.loads(path.read_text())
+    if len(ran['cells']) != len(old['cells']): sys.exit(f"the executed copy of {path} has another number of cells")
+    kept = 0
+    for mine, theirs in zip(old['cells'], ran['cells']):
+        if mine['cell_type'] != 'code': continue
+        mine['outputs'] = [o for o in theirs.get('outputs', []) if 'application/vnd.jupyter.widget-view+json' not in o.get('data', {})]
+        kept += len(mine['outputs'])
+    path.write_text(json.dumps(old, indent=1, ensure_ascii=False) + '\n')
+    return kept
+
 def skipped(flags):
     def preproc(cell):
         if cell.cell_type != 'code': return False
@@ -32,11 +44,7 @@ def main(paths):
         here = os.getcwd(); os.chdir(path.parent)
         try: CaptureShell().execute(path, dest, exc_stop=True, preproc=skipped(flags))
         finally: os.chdir(here)
-        ran, old = json.loads(dest.read_text()), json.loads(path.read_text())
-        for mine, theirs in zip(old['cells'], ran['cells']):
-            if mine['cell_type'] == 'code':
-                mine['outputs'] = [o for o in theirs.get('outputs', []) if 'application/vnd.jupyter.widget-view+json' not in o.get('data', {})]
-        path.write_text(json.dumps(old, indent=1, ensure_ascii=False) + '\n')
+        copy_outputs(json.loads(dest.read_text()), path)
         print(f"{path.relative_to(ROOT)}: outputs saved")
 
 if __name__ == '__main__':
