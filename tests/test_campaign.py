@@ -63,11 +63,11 @@ def test_two_campaigns_keep_their_own_progress_blocks(tmp_path):
     _started(tmp_path / 'runs', 'amazon/single-tinybert+mix-tinybert+meta-metakd/s42', 'CPU A')
     block = campaign.progress_block('amazon-table3', tmp_path / 'runs', spec, 'abcdef0123')
     assert block.startswith('<!-- progress amazon-table3:') and block.endswith('<!-- /progress amazon-table3 -->')
-    assert '| 42 | `single>tinybert,mix>tinybert,meta>metakd` | 0 of 2 | started |' in block
+    assert '| 42 | `single>tinybert,mix>tinybert,meta>metakd` | 0 of 2 | 0.00 | started |' in block
     stage = tmp_path / 'runs' / 'amazon/single-tinybert+mix-tinybert+meta-metakd/s42/teacher-single'
-    stage.mkdir(); (stage / 'results.json').write_text(json.dumps({'status': 'finished'}))
+    stage.mkdir(); (stage / 'results.json').write_text(json.dumps({'status': 'finished', 'train_seconds': 5400.0, 'eval_seconds': 1800.0}))
     block = campaign.progress_block('amazon-table3', tmp_path / 'runs', spec, 'abcdef0123')
-    assert '| 42 | `single>tinybert,mix>tinybert,meta>metakd` | 1 of 2 | started |' in block
+    assert '| 42 | `single>tinybert,mix>tinybert,meta>metakd` | 1 of 2 | 2.00 | started |' in block
 
 
 def test_records_leave_out_weights_caches_and_the_readme(tmp_path):

@@ -91,16 +91,19 @@ def progress_block(name: str, runs: Path, spec: dict, code: str) -> str:
     few = bool(spec.get('few_shot'))
     lines = [f'<!-- progress {name}: written by tools/campaign.py -->', '', f'Code: commit `{code[:7]}`; '
              f'updated {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.', '',
-             ('| share ' if few else '') + '| seed | cell | finished stages | pipeline |',
-             ('|---' if few else '') + '|---|---|---|---|']
+             ('| share ' if few else '') + '| seed | cell | finished stages | their hours | pipeline |',
+             ('|---' if few else '') + '|---|---|---|---|---|']
     for share, seed, cell, folder in units(spec):
         cell_dir = runs / folder
         planned = json.loads((cell_dir / 'pipeline.json').read_text())['rows'] if (cell_dir / 'pipeline.json').is_file() else []
-        done = [p.parent.name for p in cell_dir.glob('*/results.json')
-                if json.loads(p.read_text()).get('status') == 'finished']
+        done = [r for r in (json.loads(p.read_text()) for p in cell_dir.glob('*/results.json')) if r.get('status') == 'finished']
+        hours = sum(r.get('train_seconds', 0.0) + (r.get('eval_seconds') or 0.0) for r in done) / 3600
         whole = 'finished' if (cell_dir / 'results' / 'summary.json').is_file() else 'started' if planned else 'not started'
-        lines.append((f'| {share:.0%} ' if few else '') + f"| {seed} | `{cell['methods']}` | {len(done)} of {len(planned) or '?'} | {whole} |")
-    lines += ['', 'Resume (same command on any machine; it copies these records back first):', '', '```bash',
+        lines.append((f'| {share:.0%} ' if few else '') + f"| {seed} | `{cell['methods']}` | {len(done)} of {len(planned) or '?'} | "
+                     f"{hours:.2f} | {whole} |")
+    lines += ['', 'Hours: training and evaluation of the finished stages, from their `results.json` (a resumed stage counts '
+              'the time up to its last checkpoint before the interruption and all of it after).', '',
+              'Resume (same command on any machine; it copies these records back first):', '', '```bash',
               f'python tools/campaign.py {name}', '```', '', f'<!-- /progress {name} -->']
     return '\n'.join(lines)
 
