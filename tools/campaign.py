@@ -40,7 +40,7 @@ MACHINE = ("import json; from hrkd.training import hardware, resolve_precision; 
 def run(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, **kw)
 
-def slug(text: str) -> str:  # the same as hrkd.batch's folder names (a test checks it)
+def slug(text: str) -> str:  # hrkd.batch's folder names, kept here so that the driver never imports torch (a test checks it)
     return re.sub(r'[^A-Za-z0-9_.+-]', '', text.replace('>', '-').replace(',', '+').replace(':', '').replace(';', '+'))
 
 def units(spec: dict, seeds=None) -> list:
@@ -182,7 +182,7 @@ def run_campaign(name: str, args, code_dir: Path, code: str, env: dict) -> None:
                + (", with its case-study ratios" if cell.get('case_study') else '') + f" (code {code[:7]})")
     print(f"campaign {name}: every cell finished", file=sys.stderr)
 
-def seed_list(text: str) -> list:
+def seed_list(text: str) -> list:  # the syntax of hrkd batch --seeds
     seeds = []
     for part in text.split(','):
         first, dash, last = part.strip().partition('-')
