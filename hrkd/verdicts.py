@@ -244,6 +244,10 @@ def decide(found: dict,  # a `compare` result, with Holm-adjusted 'p_confirm_hol
     if p_up < ALPHA / 2 and (not has_boot or boot_low > 0): return words[0], 'the intervals lie above 0'
     if p_down < ALPHA / 2 and (not has_boot or boot_high < target):
         return words[1], (f"the paper's gap {gap:+.1f} lies above the intervals" if gap is not None else 'the intervals lie below 0')
+    if has_boot and (p_up < ALPHA / 2 or p_down < ALPHA / 2):  # the seeds decide; the test rows do not
+        side = 'above 0' if p_up < ALPHA / 2 else (f"below the paper's gap {gap:+.1f}" if gap is not None else 'below 0')
+        return 'inconclusive', (f"the interval over seeds lies {side}, the one over seeds and test rows does not: the "
+                                "seeds agree, the test set is too small to tell (more seeds do not narrow that part)")
     wanted = [v for v in (seeds_needed(mean, sd) if mean > 0 else None,
                           seeds_needed(target - mean, sd) if mean < target else None) if v is not None]
     more = f"about {min(wanted)} seeds would decide it (80% power at this difference and spread)" if wanted else \

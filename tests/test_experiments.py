@@ -43,6 +43,7 @@ def test_tables_notebook_reproduces_the_earlier_aggregate(tmp_path):
     assert 'numbers of seeds.json reproduced exactly' in _outputs(tmp_path / 'tables.ipynb')
     text = (tmp_path / 'tables.md').read_text()
     assert '| HRKD-teacher (mtl) -> HRKD | 4 | 87.31 ± 1.11 (87.4) |' in text, text[:2000]
+    assert (tmp_path / 'claims-amazon.png').stat().st_size > 10_000  # the claims' figure, next to tables.md
 
 
 def test_batch_skips_finished_cells_reports_failures_and_runs_the_analyses(tmp_path):
@@ -73,7 +74,7 @@ def test_batch_skips_finished_cells_reports_failures_and_runs_the_analyses(tmp_p
         assert json.loads((cell / 'mtl-hrkd' / 'run.json').read_text())['seed'] == seed
     assert [(Path(a['notebook']).name, a['status']) for a in report['analyses']] == \
         [('tables.ipynb', 'finished'), ('few_shot.ipynb', 'finished'), ('case_study.ipynb', 'finished')]
-    assert {'tables.md', 'tables.json', 'few_shot.md', 'few_shot.png', 'case_study.md', 'case_study.json'} <= {p.name for p in out.iterdir()}
+    assert {'tables.md', 'tables.json', 'few_shot.md', 'few_shot.png', 'case_study.md', 'case_study.json', 'case_study.png'} <= {p.name for p in out.iterdir()}
     assert 'HRKD-teacher (mtl) -> HRKD' in (out / 'tables.md').read_text()
 
 
