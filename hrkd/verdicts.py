@@ -172,6 +172,7 @@ def hierarchical_bootstrap(better: dict,  # {seed: predictions.json record} of t
                            statistic: str = 'difference',  # accuracy points; 'rate': 100 (better - worse) / worse (Fig. 2)
                            replicates: int = BOOTSTRAP_REPLICATES,
                            seed: int = 0,
+                           resample_seeds: bool = True,  # False: every replicate keeps the seeds, only the test rows vary
                           ) -> np.ndarray:  # [replicates] the statistic's mean over the drawn seeds
     "Bootstrap of a paired comparison: seeds drawn with replacement, then one resample of the shared test set per domain."
     seeds = sorted(set(better) & set(worse))
@@ -186,7 +187,7 @@ def hierarchical_bootstrap(better: dict,  # {seed: predictions.json record} of t
     rows = [np.flatnonzero(domain_ids == d) for d in np.unique(domain_ids)]
     rng, out = np.random.default_rng(seed), np.empty(replicates)
     for r in range(replicates):
-        drawn = rng.integers(0, len(seeds), len(seeds))  # the seeds of this replicate
+        drawn = rng.integers(0, len(seeds), len(seeds)) if resample_seeds else np.arange(len(seeds))  # this replicate's seeds
         picks = [idx[rng.integers(0, len(idx), len(idx))] for idx in rows]  # one test set, shared by seeds and rows
         acc_a = np.mean([a[np.ix_(drawn, p)].mean(1) for p in picks], axis=0) * 100  # [S] domain-averaged accuracy
         acc_b = np.mean([b[np.ix_(drawn, p)].mean(1) for p in picks], axis=0) * 100
@@ -208,13 +209,15 @@ def compare(better: pd.Series,  # the favoured row's number by seed (average acc
     d = better.loc[seeds].to_numpy(float) - worse.loc[seeds].to_numpy(float)
     n, mean = len(seeds), float(np.mean(d)) if seeds else float('nan')
     sd = float(np.std(d, ddof=1)) if n > 1 else float('nan')
-    boot = (hierarchical_bootstrap(better_predictions, worse_predictions, selection, statistic)
-            if better_predictions and worse_predictions and all(s in better_predictions and s in worse_predictions for s in seeds)
-            else np.array([]))
+    paired = better_predictions and worse_predictions and all(s in better_predictions and s in worse_predictions for s in seeds)
+    boot = hierarchical_bootstrap(better_predictions, worse_predictions, selection, statistic) if paired else np.array([])
+    fixed = (hierarchical_bootstrap(better_predictions, worse_predictions, selection, statistic, resample_seeds=False)
+             if paired else np.array([]))  # the test rows' part alone: what more seeds narrow little
     spread = n > 1 and not _no_spread(d)
     out = {'n': n, 'seeds': [int(s) for s in seeds], 'mean_difference': mean, 'sd_difference': sd,
            't_interval': t_interval(d), 'bootstrap_interval': tuple(float(q) for q in np.percentile(boot, [2.5, 97.5])) if len(boot) else (float('nan'),) * 2,
            'effect_size': mean / sd if spread else float('nan'), 'detectable': detectable_difference(sd, n) if spread else float('nan'),
+           'test_rows_half_width': float(np.subtract(*np.percentile(fixed, [97.5, 2.5])) / 2) if len(fixed) else float('nan'),
            'paper_gap': paper_gap, 'p_confirm': one_sided_p(d, 0.0, 'greater'),
            'p_contradict': one_sided_p(d, paper_gap, 'less') if paper_gap is not None else one_sided_p(d, 0.0, 'less'),
            't': float('nan'), 'p': float('nan'), 'no_spread': n > 1 and not spread}
@@ -247,11 +250,18 @@ def decide(found: dict,  # a `compare` result, with Holm-adjusted 'p_confirm_hol
     if has_boot and (p_up < ALPHA / 2 or p_down < ALPHA / 2):  # the seeds decide; the test rows do not
         side = 'above 0' if p_up < ALPHA / 2 else (f"below the paper's gap {gap:+.1f}" if gap is not None else 'below 0')
         return 'inconclusive', (f"the interval over seeds lies {side}, the one over seeds and test rows does not: the "
-                                "seeds agree, the test set is too small to tell (more seeds do not narrow that part)")
-    wanted = [v for v in (seeds_needed(mean, sd) if mean > 0 else None,
-                          seeds_needed(target - mean, sd) if mean < target else None) if v is not None]
-    more = f"about {min(wanted)} seeds would decide it (80% power at this difference and spread)" if wanted else \
-           "more than 1000 seeds would be needed at this difference and spread"
+                                "seeds agree, the test set is too small to tell (more seeds narrow that part little)")
+    floor = found.get('test_rows_half_width', float('nan'))  # +- of the test rows alone, at these seeds
+    to_decide = [(v, what) for v, what in ((mean, '0'), (target - mean, "the paper's gap" if gap is not None else '0'))
+                 if v > 0]  # how far the difference is from each bound it could be shown to clear
+    within = [v for v, _ in to_decide if not v <= floor]  # distances the test set can tell apart
+    wanted = [v for v in (seeds_needed(v, sd) for v in within) if v is not None]
+    if wanted: more = f"about {min(wanted)} seeds would decide it (80% power at this difference and spread)"
+    elif to_decide and not within:
+        apart = ' and '.join(f"{v:.2f} from {what}" for v, what in to_decide)
+        more = (f"the test rows alone leave ±{floor:.2f} points at these seeds, more than the difference's {apart}: "
+                "more seeds alone are unlikely to decide it on this test set")
+    else: more = "more than 1000 seeds would be needed at this difference and spread"
     return 'inconclusive', f"the intervals hold {'0 and the paper gap' if gap is not None else '0'}; {more}"
 
 
